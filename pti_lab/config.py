@@ -1,0 +1,140 @@
+"""Typed configuration: the top-level schema in Hydra's ConfigStore, and a check of every component.
+
+Hydra composes YAML from `conf/`; the `Config` dataclass below types the top-level keys, so
+`seed=abc` or an unknown top-level key fails at composition with Hydra's own message. Component
+nodes (`_target_` + arguments) are checked against the signature of the class or function they
+construct, so `tuner.stepz=3` or `tuner.steps=abc` fails before any work starts, naming the key.
+"""
+
+import importlib
+import inspect
+import types
+import typing
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from pti_lab.errors import PTILabError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class PreviewConfig:
+    count: int = 8                 # seeded samples rendered into preview.png (0 = none)
+    truncation_psi: float = 0.7    # truncation of the preview samples
+    noise_mode: str = "const"      # 'const', 'random' or 'none'
+
+
+@dataclass
+class Config:
+    seed: int = 0                  # global seed (sampling, initialisation)
+    device: str = "auto"           # 'auto', 'cpu', 'cuda' or 'cuda:N'
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+    generator: Any = MISSING       # component: conf/generator
+    paths: Any = MISSING           # conf/paths
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+class ConfigError(PTILabError, ValueError):
+    """A configuration value or key is wrong; the message names its full key."""
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """Refuse top-level keys the schema does not know (Hydra lets `+key=value` add any)."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = [key for key in cfg if key not in known]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown top-level key (known: {', '.join(sorted(known))})")
+
+
+_META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def _resolve_target(target: str, key: str) -> Any:
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{key}._target_: cannot import {target!r} ({exc})") from None
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a config value fits a parameter annotation (primitives, Optional, list, dict)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        return isinstance(value, (list, tuple, ListConfig))
+    if origin is dict or annotation is dict:
+        return isinstance(value, (dict, DictConfig))
+    return True  # objects built elsewhere (generators, networks): not checked here
+
+
+def check_components(cfg: DictConfig, key: str = "") -> None:
+    """Check every `_target_` node under cfg: known keys only, values of the annotated types."""
+    if isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            if isinstance(item, (DictConfig, ListConfig)):
+                check_components(item, f"{key}[{i}]")
+        return
+    if "_target_" in cfg:
+        target = _resolve_target(cfg._target_, key)
+        params = inspect.signature(target).parameters
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        for name in cfg:
+            if name in _META_KEYS:
+                continue
+            full = f"{key}.{name}" if key else name
+            if name not in params:
+                if takes_kwargs:
+                    continue
+                valid = ", ".join(p for p in params if params[p].kind is not inspect.Parameter.VAR_POSITIONAL)
+                raise ConfigError(f"{full}: unknown key for {cfg._target_} (valid keys: {valid})")
+            value = OmegaConf.select(cfg, name, throw_on_missing=False)
+            if OmegaConf.is_missing(cfg, name):
+                raise ConfigError(f"{full}: a value is required (set {full}=...)")
+            annotation = hints.get(name, params[name].annotation)
+            if not _accepts(annotation, value):
+                raise ConfigError(f"{full}={value!r}: expected {_describe(annotation)}")
+    for name in cfg:
+        child = cfg._get_node(name)
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_missing() and not child._is_none():
+            check_components(child, f"{key}.{name}" if key else str(name))
+
+
+def _describe(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def resolve_device(name: str):
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a fallback."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in DEVICES[1:]:
+        raise ConfigError(f"device={name!r}: expected one of auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: CUDA is not available on this machine (use device=cpu or auto)")
+    return torch.device(name)
+

@@ -1,0 +1,17 @@
+"""Exception types. Every message is one line that names the file or value and the problem."""
+
+
+class PTILabError(Exception):
+    """Base class of the errors pti-lab raises on bad input."""
+
+
+class CheckpointError(PTILabError, ValueError):
+    """A checkpoint file could not be read, is hostile, or does not fit the network."""
+
+
+class WeightsNotFoundError(PTILabError, FileNotFoundError):
+    """Pretrained weights are neither configured, cached, nor downloadable."""
+
+
+class BadInputError(PTILabError, ValueError):
+    """An image, tensor or option has the wrong shape, range or type."""

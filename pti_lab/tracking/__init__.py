@@ -1,0 +1,1 @@
+"""Run outputs: the local results store (always) and W&B (when enabled)."""

@@ -1,0 +1,23 @@
+"""pti-lab entry point: `python run.py [group=option ...] [key=value ...]`, `-m` to sweep."""
+
+import hydra
+from omegaconf import DictConfig
+
+from pti_lab.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from pti_lab import pipeline  # after Hydra has parsed the command line: --help stays fast
+    from pti_lab.errors import PTILabError
+
+    try:
+        pipeline.run(cfg)
+    except PTILabError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Write network pickles with the structure of official stylegan2-ada-pytorch pickles.
+
+The official code pickles each network through `torch_utils.persistence._reconstruct_persistent_obj
+(meta)`, where meta holds the class name, the full source of the defining module and the object's
+__dict__ (tensors, child networks, `_init_kwargs` as dnnlib EasyDicts). This writer produces the
+same opcodes from one of our modules, with a stand-in module source, so tests need no official code.
+"""
+
+import collections
+import pickle
+import sys
+import types
+from contextlib import contextmanager
+
+import torch
+
+BENIGN_SOURCE = '''"""Network architectures from the paper "Analyzing and Improving the Image Quality of StyleGAN"."""
+
+import numpy as np
+import torch
+from torch_utils import misc
+from torch_utils import persistence
+from torch_utils.ops import conv2d_resample
+from torch_utils.ops import upfirdn2d
+
+@misc.profiled_function
+def normalize_2nd_moment(x, dim=1, eps=1e-8):
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+@persistence.persistent_class
+class Generator(torch.nn.Module):
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, synthesis_kwargs={}):
+        super().__init__()
+        self.z_dim = z_dim
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, **synthesis_kwargs):
+        return None
+'''
+
+
+def _reconstruct_persistent_obj(meta):  # stands in for the official function while writing
+    raise AssertionError("only used to write pickles")
+
+
+class EasyDict(dict):
+    pass
+
+
+@contextmanager
+def _official_module_names():
+    """Make the official global names resolvable while pickling, then remove them again."""
+    persistence = types.ModuleType("torch_utils.persistence")
+    util = types.ModuleType("dnnlib.util")
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    util.EasyDict = EasyDict
+    added = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
+             "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}
+    sys.modules.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
+class PersistentObject:
+    """Pickles as the official persistent_class instances do."""
+
+    def __init__(self, class_name: str, state: dict, module_src: str = BENIGN_SOURCE):
+        self.meta = dict(type="class", version=6, module_src=module_src, class_name=class_name, state=state)
+
+    def __reduce__(self):
+        return _reconstruct_persistent_obj, (self.meta,)
+
+
+def persistent_tree(module: torch.nn.Module, class_prefix: str = "training.networks.",
+                    init_kwargs: dict | None = None, module_src: str = BENIGN_SOURCE) -> PersistentObject:
+    state = {
+        "training": module.training,
+        "_parameters": collections.OrderedDict((k, v) for k, v in module._parameters.items()),
+        "_buffers": collections.OrderedDict((k, v) for k, v in module._buffers.items()),
+        "_non_persistent_buffers_set": set(),
+        "_backward_hooks": collections.OrderedDict(),
+        "_forward_hooks": collections.OrderedDict(),
+        "_modules": collections.OrderedDict(
+            (name, persistent_tree(child, class_prefix, module_src=module_src))
+            for name, child in module._modules.items()),
+        "_init_args": (),
+        "_init_kwargs": EasyDict(init_kwargs or {}),
+    }
+    return PersistentObject(class_prefix + type(module).__name__, state, module_src)
+
+
+def official_init_kwargs(G) -> dict:
+    """Init kwargs as the official training loop records them (EasyDicts, fp16 options)."""
+    kwargs = G.init_kwargs
+    synthesis = EasyDict(kwargs["synthesis_kwargs"], num_fp16_res=4)
+    return EasyDict(z_dim=kwargs["z_dim"], w_dim=kwargs["w_dim"], mapping_kwargs=EasyDict(kwargs["mapping_kwargs"]),
+                    synthesis_kwargs=synthesis, c_dim=kwargs["c_dim"], img_resolution=kwargs["img_resolution"],
+                    img_channels=kwargs["img_channels"])
+
+
+def dumps_network_pickle(G, class_prefix: str = "training.networks.", module_src: str = BENIGN_SOURCE,
+                         extra: dict | None = None) -> bytes:
+    """Bytes of a network pickle {G, D, G_ema, training_set_kwargs, augment_pipe} holding G."""
+    with _official_module_names():
+        g_ema = persistent_tree(G, class_prefix, official_init_kwargs(G), module_src)
+        discriminator = PersistentObject(class_prefix + "Discriminator", {"_parameters": collections.OrderedDict(
+            b1=torch.nn.Parameter(torch.randn(4))), "_modules": collections.OrderedDict()}, module_src)
+        data = dict(G=g_ema, D=discriminator, G_ema=g_ema,
+                    training_set_kwargs=EasyDict(path="ffhq.zip", resolution=G.img_resolution, xflip=False),
+                    augment_pipe=None, **(extra or {}))
+        return pickle.dumps(data, protocol=4)

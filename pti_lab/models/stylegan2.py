@@ -37,19 +37,13 @@ ACTIVATIONS = {
 NOISE_MODES = ("random", "const", "none")
 
 
-def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor], activation: str = "linear",
-             gain: Optional[float] = None, clamp: Optional[float] = None) -> torch.Tensor:
-    """x + bias (broadcast over dim 1), activation, times gain (default: the activation's), clamp."""
-    act, default_gain = ACTIVATIONS[activation]
+def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor], activation: str = "linear") -> torch.Tensor:
+    """x + bias (broadcast over dim 1), then the activation times its gain."""
+    act, gain = ACTIVATIONS[activation]
     if bias is not None:
         x = x + bias.reshape([1, -1] + [1] * (x.ndim - 2))
     x = act(x)
-    gain = default_gain if gain is None else gain
-    if gain != 1:
-        x = x * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
+    return x * gain if gain != 1 else x
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -95,35 +89,53 @@ def modulated_conv2d(
     demodulate: bool = True,             # normalise each output channel to unit expected norm
     up: int = 1,                         # 1 or 2; 2 = transposed conv followed by the FIR filter
     resample_filter: Optional[torch.Tensor] = None,  # 2-D FIR filter used when up > 1
-    fused: Optional[bool] = None,        # one grouped conv with per-sample weights (default: N == 1)
+    fused: Optional[bool] = None,        # one conv with per-sample weights (default: N == 1)
+    gain: float = 1.0,                   # output multiplier, folded into the weights
+    bias: Optional[torch.Tensor] = None,  # per-output-channel bias [O], added after the gain
 ) -> torch.Tensor:
+    """gain * (demodulated) conv(x, weight modulated by styles) + bias: [N, O, H*up, W*up].
+
+    Folding the gain and the bias into the convolution saves full passes over the activations,
+    which dominate the cost of a small generator on a CPU.
+    """
     N, I, H, W = x.shape  # [NCHW]
     O, _, kh, kw = weight.shape
     assert weight.shape[1] == I and styles.shape == (N, I), (x.shape, weight.shape, styles.shape)
 
-    w = weight.unsqueeze(0) * styles.reshape(N, 1, I, 1, 1)  # [N, O, I, k, k]
-    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [N, O]
+    # Output scale per sample and channel. ||w_o * s||^2 = sum_i s_i^2 sum_k w_oik^2, so the
+    # demodulation coefficients need no per-sample weight tensor.
+    out_scale = None
+    if demodulate:
+        out_scale = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * gain  # [N, O]
+    elif gain != 1:
+        out_scale = styles.new_full([N, O], gain)
     if fused is None:
         fused = N == 1  # per-sample weights cost nothing extra at batch 1; a shared conv wins above
 
     if fused:
-        if dcoefs is not None:
-            w = w * dcoefs.reshape(N, O, 1, 1, 1)
+        scales = styles.reshape(N, 1, I, 1, 1)
+        if out_scale is not None:
+            scales = scales * out_scale.reshape(N, O, 1, 1, 1)
+        w = weight.unsqueeze(0) * scales  # [N, O, I, k, k]
         x = x.reshape(1, N * I, H, W)
         if up == 1:
-            x = F.conv2d(x, w.reshape(N * O, I, kh, kw), padding=kh // 2, groups=N)
+            conv_bias = bias.repeat(N) if bias is not None else None
+            x = F.conv2d(x, w.reshape(N * O, I, kh, kw), conv_bias, padding=kh // 2, groups=N)
+            bias = None
         else:  # transposed conv takes [in, out/groups, k, k] per group
-            w = w.transpose(1, 2).reshape(N * I, O, kh, kw)
-            x = F.conv_transpose2d(x, w, stride=up, groups=N)
+            x = F.conv_transpose2d(x, w.transpose(1, 2).reshape(N * I, O, kh, kw), stride=up, groups=N)
         x = x.reshape(N, O, *x.shape[2:])
     else:
         x = x * styles.reshape(N, I, 1, 1)
+        conv_bias = bias if out_scale is None else None  # a bias goes after the output scale
         if up == 1:
-            x = F.conv2d(x, weight, padding=kh // 2)
+            x = F.conv2d(x, weight, conv_bias, padding=kh // 2)
         else:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=up)
-        if dcoefs is not None:
-            x = x * dcoefs.reshape(N, O, 1, 1)
+            x = F.conv_transpose2d(x, weight.transpose(0, 1), conv_bias, stride=up)
+        if conv_bias is not None:
+            bias = None
+        elif out_scale is not None:
+            x = x.mul_(out_scale.reshape(N, O, 1, 1))
 
     if up > 1:
         # The transposed conv gives (H-1)*up + k pixels; the FIR filter with this padding crops
@@ -135,6 +147,8 @@ def modulated_conv2d(
         py0 = p + (fh + up - 1) // 2 - (kh - 1)
         py1 = p + (fh - up) // 2 - (kh - up)
         x = upfirdn2d(x, resample_filter, padding=[px0, px1, py0, py1], gain=up * up)
+    if bias is not None:
+        x = x.add_(bias.reshape(1, O, 1, 1))
     return x
 
 
@@ -254,6 +268,8 @@ class SynthesisLayer(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.up, self.use_noise = resolution, up, use_noise
+        # act(g * x) = g * act(x) for these, which lets the gain go into the convolution.
+        assert activation in ("lrelu", "relu", "linear"), f"unsupported synthesis activation {activation!r}"
         self.activation, self.conv_clamp = activation, conv_clamp
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.act_gain = ACTIVATIONS[activation][1]
@@ -272,17 +288,22 @@ class SynthesisLayer(nn.Module):
         assert x.shape[1:] == (self.in_channels, in_resolution, in_resolution), x.shape  # [NCHW]
         styles = self.affine(w)  # [N, I]
 
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter,
-                             fused=fused_modconv)
-        if self.use_noise and noise_mode == "random":
-            x = x + torch.randn([x.shape[0], 1, self.resolution, self.resolution],
-                                device=x.device, dtype=x.dtype) * self.noise_strength
-        elif self.use_noise and noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-
+        # Official order: act(demod_conv + noise + bias) * gain, with gain > 0 moved inside.
         act_gain = self.act_gain * gain
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), self.activation, gain=act_gain, clamp=act_clamp)
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter,
+                             fused=fused_modconv, gain=act_gain, bias=self.bias.to(x.dtype) * act_gain)
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype)
+            x = x.add_(noise * (self.noise_strength * act_gain))
+        elif self.use_noise and noise_mode == "const":
+            x = x.add_(self.noise_const * (self.noise_strength * act_gain))
+        if self.activation == "lrelu":
+            x = F.leaky_relu_(x, 0.2)
+        elif self.activation == "relu":
+            x = F.relu_(x)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)  # not in place: lrelu_ keeps x for backward
+        return x
 
     def extra_repr(self) -> str:
         return (f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, "
@@ -308,8 +329,11 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: Optional[bool] = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv,
+                             bias=self.bias.to(x.dtype))
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
 
 
 class SynthesisBlock(nn.Module):

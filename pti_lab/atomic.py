@@ -7,6 +7,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; restore it at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` on success, delete it on error."""
@@ -14,6 +23,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)

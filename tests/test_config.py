@@ -1,0 +1,101 @@
+"""Every config composes and checks; bad values fail at config time; run.py runs end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pti_lab.config import ConfigError, check_components, check_top_level, register_configs
+from tests.conftest import REPO
+
+CONF = REPO / "conf"
+SKIP_GROUPS = {"hydra"}  # Hydra's own settings, composed in every run
+GROUP_OPTIONS = sorted(
+    (group.name, option.stem)
+    for group in CONF.iterdir() if group.is_dir() and group.name not in SKIP_GROUPS
+    for option in group.glob("*.yaml")
+)
+
+DEFAULT_GROUPS = {key for entry in OmegaConf.load(CONF / "config.yaml")["defaults"]
+                  if isinstance(entry, dict) or OmegaConf.is_dict(entry) for key in entry}
+
+register_configs()
+
+
+def compose_config(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_groups_were_found():
+    assert {"generator", "paths"} <= {group for group, _ in GROUP_OPTIONS}
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_and_checks(group, option):
+    cfg = compose_config(f"{group}={option}" if group in DEFAULT_GROUPS else f"+{group}={option}")
+    check_top_level(cfg)
+    check_components(cfg)
+
+
+def test_ablation_is_not_in_the_defaults_list():
+    assert "ablation" not in DEFAULT_GROUPS and {"generator", "paths", "hydra"} <= DEFAULT_GROUPS
+
+
+@pytest.mark.parametrize("override,message", [
+    ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("generator.pathh=x", "Key 'pathh' is not in struct"),
+])
+def test_hydra_refuses_bad_values(override, message):
+    with pytest.raises(Exception) as info:
+        compose_config(override)
+    error, causes = info.value, []
+    while error is not None:  # Hydra wraps the schema's message
+        causes.append(str(error))
+        error = error.__cause__
+    assert any(message in cause for cause in causes), causes
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+generator.pathh=x", r"generator.pathh: unknown key for pti_lab.models.make_generator \(valid keys: path"),
+    ("generator.seed=abc", "generator.seed='abc': expected int"),
+    ("+foo=1", "foo: unknown top-level key"),
+])
+def test_component_check_refuses_bad_values(override, message):
+    cfg = compose_config(override)
+    with pytest.raises(ConfigError, match=message):
+        check_top_level(cfg)
+        check_components(cfg)
+
+
+def run_py(tmp_path, *args):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_run_py_writes_summary_and_preview(tmp_path):
+    out = tmp_path / "run"
+    result = run_py(tmp_path, f"hydra.run.dir={out}", "preview.count=4", "device=cpu")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["choices"]["generator"] == "default"
+    assert summary["generator"]["resolution"] == 64 and summary["generator"]["num_ws"] == 10
+    assert summary["failed"] == [] and summary["images"] == 0
+    assert (out / "preview.png").stat().st_size > 1000
+    assert not list(out.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_run_py_sweep_writes_one_subdir_per_job(tmp_path):
+    result = run_py(tmp_path, "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1", "preview.count=2",
+                    "device=cpu")
+    assert result.returncode == 0, result.stderr
+    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert [p.parent.name for p in summaries] == ["0_preview.count=2,seed=0", "1_preview.count=2,seed=1"]
+
+
+def test_run_py_config_error_is_one_line(tmp_path):
+    result = run_py(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", "device=tpu")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "error: device='tpu': expected one of auto, cpu, cuda, cuda:N"

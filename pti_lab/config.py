@@ -35,6 +35,7 @@ class Config:
     device: str = "auto"           # 'auto', 'cpu', 'cuda' or 'cuda:N'
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
+    identity: Any = None           # component: conf/identity (face identity for id_sim)
     paths: Any = MISSING           # conf/paths
 
 

@@ -1,0 +1,70 @@
+"""Checks on image batches shared by the losses and the metrics.
+
+Every image tensor pti-lab compares is float `[N, 3, H, W]` in [-1, 1]. Images in [0, 255] or with
+the wrong layout give numbers that look plausible and mean nothing, so they are refused here with
+a one-line BadInputError that names the caller and the argument. Images in [0, 1] passed where
+[-1, 1] is expected cannot be told apart from dark images and are not caught.
+"""
+
+from typing import Optional
+
+import torch
+
+from pti_lab.errors import BadInputError
+
+# Generators overshoot [-1, 1] a little (PTI feeds unclamped G outputs to LPIPS); [0, 255] images
+# exceed the range by far more than this.
+RANGE_TOLERANCE = 0.5
+
+
+def describe(tensor: torch.Tensor) -> str:
+    """Short description of a tensor for error messages, e.g. 'float32 [3, 64, 64]'."""
+    return f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
+
+
+def check_images(
+    images: torch.Tensor,
+    name: str,                                       # argument name used in messages, e.g. "x"
+    where: str,                                      # caller used in messages, e.g. "LPIPS(alex)"
+    value_range: tuple[float, float] = (-1.0, 1.0),  # expected [low, high] of the pixel values
+    tolerance: Optional[float] = RANGE_TOLERANCE,    # allowed overshoot of the range; None: no range check
+    min_size: int = 1,                               # smallest allowed height and width in pixels
+) -> None:
+    """Raise BadInputError unless `images` is a float [N, 3, H, W] batch within `value_range`."""
+    if not isinstance(images, torch.Tensor):
+        raise BadInputError(f"{where}: {name} is a {type(images).__name__}; expected a torch.Tensor [N, 3, H, W]")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise BadInputError(f"{where}: {name} is {describe(images)}; expected RGB images [N, 3, H, W]")
+    if not images.is_floating_point():
+        raise BadInputError(
+            f"{where}: {name} is {describe(images)}; expected float images in "
+            f"[{value_range[0]:g}, {value_range[1]:g}] (convert uint8 with x / 127.5 - 1)"
+        )
+    if images.shape[0] == 0:
+        raise BadInputError(f"{where}: {name} is {describe(images)}; the batch is empty")
+    if min(images.shape[2:]) < min_size:
+        raise BadInputError(f"{where}: {name} is {describe(images)}; needs images of at least {min_size} px")
+    if tolerance is not None:
+        low, high = torch.aminmax(images.detach())
+        low, high = low.item(), high.item()
+        # Written so that NaN fails the test too.
+        if not (low >= value_range[0] - tolerance and high <= value_range[1] + tolerance):
+            raise BadInputError(
+                f"{where}: {name} has values in [{low:.4g}, {high:.4g}]; expected images in "
+                f"[{value_range[0]:g}, {value_range[1]:g}] (e.g. [0, 255] images must be mapped first)"
+            )
+
+
+def check_image_pair(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    where: str,                                      # caller used in messages, e.g. "psnr"
+    value_range: tuple[float, float] = (-1.0, 1.0),  # expected [low, high] of the pixel values
+    tolerance: Optional[float] = RANGE_TOLERANCE,    # allowed overshoot of the range; None: no range check
+    min_size: int = 1,                               # smallest allowed height and width in pixels
+) -> None:
+    """Check `x` and `y` with `check_images` and that they have the same shape."""
+    check_images(x, "x", where, value_range, tolerance, min_size)
+    check_images(y, "y", where, value_range, tolerance, min_size)
+    if x.shape != y.shape:
+        raise BadInputError(f"{where}: x is {describe(x)} but y is {describe(y)}; shapes must match")

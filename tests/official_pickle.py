@@ -75,8 +75,8 @@ class PersistentObject:
         return _reconstruct_persistent_obj, (self.meta,)
 
 
-def persistent_tree(module: torch.nn.Module, class_prefix: str = "training.networks.",
-                    init_kwargs: dict | None = None, module_src: str = BENIGN_SOURCE) -> PersistentObject:
+def persistent_tree(module: torch.nn.Module, init_kwargs: dict | None = None,
+                    module_src: str = BENIGN_SOURCE) -> PersistentObject:
     state = {
         "training": module.training,
         "_parameters": collections.OrderedDict((k, v) for k, v in module._parameters.items()),
@@ -85,12 +85,12 @@ def persistent_tree(module: torch.nn.Module, class_prefix: str = "training.netwo
         "_backward_hooks": collections.OrderedDict(),
         "_forward_hooks": collections.OrderedDict(),
         "_modules": collections.OrderedDict(
-            (name, persistent_tree(child, class_prefix, module_src=module_src))
+            (name, persistent_tree(child, module_src=module_src))
             for name, child in module._modules.items()),
         "_init_args": (),
         "_init_kwargs": EasyDict(init_kwargs or {}),
     }
-    return PersistentObject(class_prefix + type(module).__name__, state, module_src)
+    return PersistentObject(type(module).__name__, state, module_src)  # bare names, as the official code
 
 
 def official_init_kwargs(G) -> dict:
@@ -102,12 +102,19 @@ def official_init_kwargs(G) -> dict:
                     img_channels=kwargs["img_channels"])
 
 
-def dumps_network_pickle(G, class_prefix: str = "training.networks.", module_src: str = BENIGN_SOURCE,
-                         extra: dict | None = None) -> bytes:
-    """Bytes of a network pickle {G, D, G_ema, training_set_kwargs, augment_pipe} holding G."""
+def dumps_network_pickle(G, module_src: str = BENIGN_SOURCE, extra: dict | None = None,
+                         extra_synthesis_child: str | None = None) -> bytes:
+    """Bytes of a network pickle {G, D, G_ema, training_set_kwargs, augment_pipe} holding G.
+
+    extra_synthesis_child: class name of an extra record under G.synthesis (e.g. StyleGAN3's
+    'SynthesisInput').
+    """
     with _official_module_names():
-        g_ema = persistent_tree(G, class_prefix, official_init_kwargs(G), module_src)
-        discriminator = PersistentObject(class_prefix + "Discriminator", {"_parameters": collections.OrderedDict(
+        g_ema = persistent_tree(G, official_init_kwargs(G), module_src)
+        if extra_synthesis_child:
+            synthesis = g_ema.meta["state"]["_modules"]["synthesis"]
+            synthesis.meta["state"]["_modules"]["input"] = PersistentObject(extra_synthesis_child, {}, module_src)
+        discriminator = PersistentObject("Discriminator", {"_parameters": collections.OrderedDict(
             b1=torch.nn.Parameter(torch.randn(4))), "_modules": collections.OrderedDict()}, module_src)
         data = dict(G=g_ema, D=discriminator, G_ema=g_ema,
                     training_set_kwargs=EasyDict(path="ffhq.zip", resolution=G.img_resolution, xflip=False),

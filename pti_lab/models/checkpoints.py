@@ -45,7 +45,7 @@ OWN_FORMAT_VERSION = 1
 @dataclass
 class PersistentRecord:
     """What an official persistent object holds, as plain data; never an instance of its class."""
-    class_name: str                                 # e.g. 'training.networks.Generator'
+    class_name: str                                 # the bare class name, e.g. 'Generator'
     module_src: str                                 # source of the defining module (never executed)
     state: dict = field(repr=False)                 # the object's __dict__: tensors, children, kwargs
 
@@ -256,11 +256,22 @@ def read_official_pickle(data: bytes, source: str) -> PersistentRecord:
     if not isinstance(generator, PersistentRecord):
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{source}: pickle holds no official generator (found {keys})")
-    if "stylegan3" in generator.class_name:
-        raise CheckpointError(f"{source}: {generator.class_name}: StyleGAN3 is not supported yet")
-    if not generator.class_name.endswith(".Generator"):
+    if generator.class_name.rpartition(".")[2] != "Generator":
         raise CheckpointError(f"{source}: expected a Generator, found {generator.class_name}")
+    if is_stylegan3(generator):
+        raise CheckpointError(f"{source}: StyleGAN3 is not supported yet (this pickle holds an alias-free "
+                              "StyleGAN3 generator; StyleGAN2 pickles of the stylegan3 repo do load)")
     return generator
+
+
+def is_stylegan3(generator: PersistentRecord) -> bool:
+    """StyleGAN3 (networks_stylegan3): a Fourier-feature SynthesisInput and the filtered_lrelu op.
+
+    Official pickles store bare class names ('Generator'), so the architecture is told apart by
+    the network's parts and the ops its source imports, not by a module path.
+    """
+    has_input_layer = any(r.class_name.rpartition(".")[2] == "SynthesisInput" for r in _records(generator))
+    return has_input_layer or "filtered_lrelu" in generator.module_src
 
 
 # ----------------------------------------------------------------------------------------------

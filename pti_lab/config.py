@@ -36,6 +36,7 @@ class Config:
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
     identity: Any = None           # component: conf/identity (face identity for id_sim)
+    perceptual: Any = None         # component: conf/perceptual (LPIPS network)
     paths: Any = MISSING           # conf/paths
 
 

@@ -1,0 +1,105 @@
+"""Per-image reconstruction metrics on image batches in [-1, 1].
+
+Every function takes x, y: float [N, 3, H, W] in [-1, 1] (same shape) and returns one value per
+image, a float tensor [N]. They are metrics, computed without autograd; bad inputs ([0, 255]
+images, wrong layout, mismatched shapes) raise BadInputError (see pti_lab.imaging).
+
+    mse      mean squared error over pixels and channels, in [0, 4]; 0 for identical images
+    psnr     10 log10(data_range^2 / mse) in dB with data_range 2 (the width of [-1, 1]);
+             +inf for identical images
+    ssim     SSIM with a Gaussian window (sigma 1.5, 11 taps), K1 0.01, K2 0.03, data_range 2;
+             in [-1, 1], about [0, 1] in practice, 1 for identical images
+    ms_ssim  MS-SSIM (Wang et al. 2003) with the same window; in [0, 1] (negative contrast terms
+             are clipped to 0 as torchmetrics' normalize='relu' does), 1 for identical images
+    lpips    LPIPS v0.1 (AlexNet by default), >= 0, 0 for identical images
+
+MS-SSIM at small sizes: the standard five scales need images of about 176 px or more. We keep as many
+of the five scales as leave the coarsest scale at least 16 px, so the 11-tap window fits (64 px -> 3
+scales, 128 -> 4, 256 and larger -> all 5; at least 16 px in all), and renormalise the kept
+standard weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333) to sum to 1. From 256 px up this is the
+standard MS-SSIM; values at different sizes are not comparable.
+"""
+
+import functools
+
+import torch
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+from pti_lab.imaging import check_image_pair
+from pti_lab.models.lpips import LPIPS
+
+DATA_RANGE = 2.0  # width of [-1, 1]
+SSIM_SIGMA = 1.5  # torchmetrics builds an 11-tap Gaussian window from it
+SSIM_WINDOW = 11
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # standard weights, finest scale first
+MS_SSIM_MIN_COARSEST = 16  # smallest side (px) kept at the coarsest MS-SSIM scale
+
+
+@torch.no_grad()
+def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image [N], in [0, 4]."""
+    check_image_pair(x, y, "mse")
+    return ((x.float() - y.float()) ** 2).mean(dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR per image [N] in dB, data_range 2; +inf for identical images."""
+    check_image_pair(x, y, "psnr")
+    return peak_signal_noise_ratio(x.float(), y.float(), data_range=DATA_RANGE, reduction="none", dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM per image [N] (Gaussian window sigma 1.5, data_range 2)."""
+    check_image_pair(x, y, "ssim", min_size=SSIM_WINDOW)
+    return structural_similarity_index_measure(
+        x.float(), y.float(), sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW, data_range=DATA_RANGE, reduction="none",
+    )
+
+
+def ms_ssim_betas(height: int, width: int) -> tuple[float, ...]:
+    """The MS-SSIM scale weights used at this image size (one per scale, finest first, sum 1)."""
+    size, scales = min(height, width), 1
+    while scales < len(MS_SSIM_BETAS) and size // 2 ** scales >= MS_SSIM_MIN_COARSEST:
+        scales += 1
+    kept = MS_SSIM_BETAS[:scales]
+    return tuple(float(beta / sum(kept)) for beta in kept)
+
+
+@torch.no_grad()
+def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM per image [N]; the number of scales follows the image size (module docstring)."""
+    check_image_pair(x, y, "ms_ssim", min_size=MS_SSIM_MIN_COARSEST)
+    return multiscale_structural_similarity_index_measure(
+        x.float(), y.float(), sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW, data_range=DATA_RANGE,
+        betas=ms_ssim_betas(*x.shape[2:]), normalize="relu", reduction="none",
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def lpips_model(net: str) -> LPIPS:
+    """One LPIPS network per backbone per process (weights found as LPIPS documents)."""
+    return LPIPS(net)
+
+
+@torch.no_grad()
+def lpips(x: torch.Tensor, y: torch.Tensor, net: str = "alex") -> torch.Tensor:
+    """LPIPS v0.1 per image [N]; net 'alex' (the PTI metric) or 'vgg'."""
+    model = lpips_model(net).to(x.device)
+    return model(x, y).flatten()
+
+
+def reconstruction_metrics(x: torch.Tensor, y: torch.Tensor, lpips_net: str = "alex") -> dict[str, torch.Tensor]:
+    """All metrics above as {'mse', 'psnr', 'ssim', 'ms_ssim', 'lpips'}: per-image tensors [N]."""
+    return {
+        "mse": mse(x, y),
+        "psnr": psnr(x, y),
+        "ssim": ssim(x, y),
+        "ms_ssim": ms_ssim(x, y),
+        "lpips": lpips(x, y, lpips_net),
+    }

@@ -1,0 +1,90 @@
+"""Per-image reconstruction metrics on images in [-1, 1]."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pti_lab.errors import BadInputError
+from pti_lab.metrics.image import lpips, ms_ssim, ms_ssim_betas, mse, psnr, reconstruction_metrics, ssim
+
+
+def smooth_images(size: int, count: int = 2, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand(count, 3, 8, 8, generator=generator) * 1.6 - 0.8
+    return F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def noisy(images: torch.Tensor, sigma: float, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (images + sigma * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
+
+
+def test_mse_and_psnr_of_constant_offsets():
+    x = smooth_images(64, count=3) * 0.5
+    offsets = torch.tensor([0.1, 0.25, 0.5])
+    y = x + offsets.view(3, 1, 1, 1)
+    expected_mse = offsets ** 2                                     # 0.01, 0.0625, 0.25
+    expected_psnr = torch.tensor([10 * math.log10(4 / m) for m in expected_mse.tolist()])  # 26.02, 18.06, 12.04 dB
+    torch.testing.assert_close(mse(x, y), expected_mse)
+    torch.testing.assert_close(psnr(x, y), expected_psnr)
+    assert torch.isinf(psnr(x, x)).all() and (mse(x, x) == 0).all()
+
+
+def test_ssim_of_identical_images_is_one_and_drops_with_noise():
+    x = smooth_images(64)
+    torch.testing.assert_close(ssim(x, x), torch.ones(2))
+    assert (ssim(x, noisy(x, 0.3)) < ssim(x, noisy(x, 0.05))).all()
+
+
+@pytest.mark.parametrize("size, scales", [(16, 1), (32, 2), (64, 3), (100, 3), (128, 4), (255, 4), (256, 5), (1024, 5)])
+def test_ms_ssim_scales_follow_image_size(size, scales):
+    betas = ms_ssim_betas(size, size)
+    assert len(betas) == scales and math.isclose(sum(betas), 1.0)
+    assert all(isinstance(beta, float) for beta in betas)
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_ms_ssim_works_and_decreases_with_noise(size):
+    x = smooth_images(size, count=1)
+    values = [ms_ssim(x, noisy(x, sigma)) for sigma in (0.0, 0.05, 0.2, 0.5)]
+    torch.testing.assert_close(values[0], torch.ones(1), rtol=0, atol=1e-5)
+    for cleaner, noisier in zip(values, values[1:]):
+        assert (noisier < cleaner).all()
+    assert all(v.shape == (1,) and ((v >= 0) & (v <= 1 + 1e-6)).all() for v in values)
+
+
+def test_ms_ssim_refuses_tiny_images():
+    x = smooth_images(12)
+    with pytest.raises(BadInputError, match=r"ms_ssim: x .* at least 16 px"):
+        ms_ssim(x, x)
+
+
+def test_lpips_metric_per_image():
+    x = smooth_images(64, count=3)
+    y = noisy(x, 0.2)
+    values = lpips(x, y)
+    assert values.shape == (3,) and (values > 0).all()
+    assert (lpips(x, x) == 0).all()
+    assert lpips(x, y, net="vgg").shape == (3,)
+
+
+def test_reconstruction_metrics_keys():
+    x = smooth_images(64)
+    results = reconstruction_metrics(x, noisy(x, 0.1))
+    assert set(results) == {"mse", "psnr", "ssim", "ms_ssim", "lpips"}
+    assert all(value.shape == (2,) and torch.isfinite(value).all() for value in results.values())
+
+
+@pytest.mark.parametrize("metric", [mse, psnr, ssim, ms_ssim, lpips])
+def test_bad_inputs_raise(metric):
+    x = smooth_images(64)
+    name = metric.__name__
+    with pytest.raises(BadInputError, match=rf"^{name}: x has values in .*\[0, 255\]") if name != "lpips" else \
+            pytest.raises(BadInputError, match=r"^LPIPS\(alex\): x has values in"):
+        metric((x + 1) * 127.5, (x + 1) * 127.5)
+    with pytest.raises(BadInputError, match="shapes must match"):
+        metric(x, x[:1])
+    with pytest.raises(BadInputError, match="uint8"):
+        metric(x, ((x + 1) * 127.5).to(torch.uint8))

@@ -35,6 +35,9 @@ class Config:
     device: str = "auto"           # 'auto', 'cpu', 'cuda' or 'cuda:N'
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
+    inverter: Any = None           # component: conf/inverter (image -> pivot)
+    tuner: Any = None              # component: conf/tuner (pivot -> tuned generator); null = no tuning
+    regularizer: Any = None        # component: conf/regularizer (locality); null = none
     identity: Any = None           # component: conf/identity (face identity for id_sim)
     perceptual: Any = None         # component: conf/perceptual (LPIPS network)
     paths: Any = MISSING           # conf/paths
@@ -65,6 +68,25 @@ def _resolve_target(target: str, key: str) -> Any:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{key}._target_: cannot import {target!r} ({exc})") from None
+
+
+def _signature(target: Any) -> tuple[dict, dict, bool]:
+    """Parameters, type hints and whether unknown keywords are accepted; a class whose __init__
+    passes **kwargs on to its base classes gets their parameters too."""
+    functions = [target]
+    if inspect.isclass(target):
+        functions = [cls.__init__ for cls in target.__mro__ if "__init__" in vars(cls) and cls is not object]
+    params, hints = {}, {}
+    for function in functions:
+        signature = inspect.signature(function).parameters
+        for name, param in signature.items():
+            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and name != "self":
+                params.setdefault(name, param)
+        for name, hint in typing.get_type_hints(function).items():
+            hints.setdefault(name, hint)
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+            return params, hints, False
+    return params, hints, True
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
@@ -100,9 +122,7 @@ def check_components(cfg: DictConfig, key: str = "") -> None:
         return
     if "_target_" in cfg:
         target = _resolve_target(cfg._target_, key)
-        params = inspect.signature(target).parameters
-        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        params, hints, takes_kwargs = _signature(target)
         for name in cfg:
             if name in _META_KEYS:
                 continue
@@ -110,7 +130,7 @@ def check_components(cfg: DictConfig, key: str = "") -> None:
             if name not in params:
                 if takes_kwargs:
                     continue
-                valid = ", ".join(p for p in params if params[p].kind is not inspect.Parameter.VAR_POSITIONAL)
+                valid = ", ".join(params)
                 raise ConfigError(f"{full}: unknown key for {cfg._target_} (valid keys: {valid})")
             value = OmegaConf.select(cfg, name, throw_on_missing=False)
             if OmegaConf.is_missing(cfg, name):

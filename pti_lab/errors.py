@@ -15,3 +15,7 @@ class WeightsNotFoundError(PTILabError, FileNotFoundError):
 
 class BadInputError(PTILabError, ValueError):
     """An image, tensor or option has the wrong shape, range or type."""
+
+
+class NonFiniteLossError(PTILabError, ArithmeticError):
+    """An optimisation's loss became NaN or inf; that image stops, the run goes on."""

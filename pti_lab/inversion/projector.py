@@ -1,0 +1,193 @@
+"""W and W+ inversion: the StyleGAN2 projector with PTI's settings (image -> pivot latent).
+
+Per step, with t = step / steps (the official schedule):
+    lr      = lr0 * min(1, t / lr_rampup) * (0.5 - 0.5 cos(pi * min(1, (1 - t) / lr_rampdown)))
+    w_noise = randn * w_std * initial_noise_factor * max(0, 1 - t / noise_ramp)^2
+    loss    = distance(G.synthesis(w + w_noise), target) + noise_reg_weight * noise_reg(noise maps)
+Adam (betas 0.9, 0.999) updates w and the per-layer noise maps; after each step every noise map is
+renormalised to zero mean and unit variance. The search starts at mu_w (see w_stats.py).
+W: one w broadcast to all layers. W+ (PTI's w_plus_projector): one w per layer, each starting at
+mu_w and each given its own exploration noise.
+
+Distance. The official projector and PTI compute `(f(target) - f(synth)).square().sum()` with
+NVIDIA's TorchScript vgg16.pt called with `return_lpips=True`: VGG16 features in LPIPS form, whose
+sum of squared differences is the LPIPS(vgg) distance (the official perceptual path length metric
+uses them as such). Images larger than 256 px are area-downsampled to 256 first. We compute the
+same quantity with our LPIPS(vgg) module (`ProjectorDistance`), whose weights are those of the
+reference `lpips` package v0.1; vgg16.pt holds NVIDIA's conversion of the same network, so the
+numbers can differ slightly from the official ones.
+
+Noise maps. The official code overwrites the noise buffers of a deep copy of G with fresh Gaussian
+noise and optimises them. Here fresh maps are drawn from the seeded generator and passed to
+G.synthesis in place of its buffers (torch.func.functional_call), so G is never copied or written:
+PTI's tuning later renders the pivot with G's own noise_const, and so do the metrics.
+
+Determinism: a seed gives the same pivot bit for bit on the CPU; on CUDA only under
+torch.use_deterministic_algorithms(True) (cuDNN's default backward kernels add in varying order).
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pti_lab.errors import BadInputError, NonFiniteLossError
+from pti_lab.imaging import check_images, describe
+from pti_lab.inversion.w_stats import OFFICIAL_SEED, PTI_SAMPLES, cached_w_stats
+from pti_lab.models.lpips import ProjectorDistance
+from pti_lab.models.stylegan2 import Generator
+
+ADAM_BETAS = (0.9, 0.999)
+NOISE_REG_MIN_SIZE = 8  # the autocorrelation penalty stops halving a noise map at this size
+
+
+@dataclass
+class Inversion:
+    pivot: torch.Tensor  # [1, num_ws, w_dim] latent whose image under G approximates the target (detached)
+    losses: list[dict[str, float]] = field(default_factory=list)  # per step: 'loss', 'dist', 'noise_reg'
+    steps: int = 0       # optimisation steps run
+    seconds: float = 0.0  # wall time of the inversion, W statistics included
+
+
+def check_target(G: Generator, target: torch.Tensor, where: str) -> None:
+    """Raise BadInputError unless target is one RGB image [1, 3, R, R] in [-1, 1] at G's resolution."""
+    check_images(target, "target", where)
+    expected = [1, 3, G.img_resolution, G.img_resolution]
+    if list(target.shape) != expected:
+        raise BadInputError(f"{where}: target is {describe(target)}; expected {expected} "
+                            f"(one image at the generator's {G.img_resolution} px resolution)")
+
+
+def noise_regularization(noise_maps: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Squared autocorrelation of each noise map at shifts of one pixel, summed over a pyramid of 2x
+    downsamplings: zero for white noise, so the maps cannot learn to carry image structure."""
+    reg = torch.zeros([])
+    for noise in noise_maps:
+        noise = noise[None, None]  # [1, 1, H, W] for avg_pool2d
+        while True:
+            reg = reg + (noise * noise.roll(1, dims=3)).mean().square()
+            reg = reg + (noise * noise.roll(1, dims=2)).mean().square()
+            if noise.shape[2] <= NOISE_REG_MIN_SIZE:
+                break
+            noise = F.avg_pool2d(noise, kernel_size=2)
+    return reg
+
+
+class WInverter:
+    """Optimise one w (broadcast to all layers) and the noise maps so that G renders the target."""
+
+    per_layer = False  # W+ (WPlusInverter): one latent per layer
+
+    def __init__(
+        self,
+        steps: int = 450,                     # optimisation steps (PTI's first_inv_steps)
+        lr: float = 0.01,                     # peak learning rate (PTI's first_inv_lr; StyleGAN2: 0.1)
+        lr_rampup: float = 0.05,              # fraction of the steps of linear lr warm-up
+        lr_rampdown: float = 0.25,            # fraction of the steps of cosine lr decay at the end
+        noise_ramp: float = 0.75,             # fraction of the steps after which the w noise is zero
+        initial_noise_factor: float = 0.05,   # w noise at step 0, in units of w_std
+        noise_reg_weight: float = 1e5,        # weight of the noise-map autocorrelation penalty
+        w_avg_samples: int = PTI_SAMPLES,     # mapped z samples behind mu_w and w_std (StyleGAN2: 10000)
+        w_stats_seed: int = OFFICIAL_SEED,    # RandomState seed of those samples
+        w_stats_disk_cache: bool = True,      # keep W statistics in <cache_dir>/w_stats across runs
+        weights_path: Optional[str] = None,   # VGG16 backbone file for the distance; None: search
+        heads_path: Optional[str] = None,     # LPIPS v0.1 VGG heads file; None: search
+        progress: bool = True,                # progress bar over the steps (only on a terminal)
+    ):
+        where = type(self).__name__
+        if steps < 0 or lr <= 0:
+            raise BadInputError(f"{where}: need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
+        if min(lr_rampup, lr_rampdown, noise_ramp) <= 0:
+            raise BadInputError(f"{where}: lr_rampup, lr_rampdown and noise_ramp must be > 0 (fractions "
+                                f"of the steps), got {lr_rampup}, {lr_rampdown}, {noise_ramp}")
+        if w_avg_samples < 2:
+            raise BadInputError(f"{where}: w_avg_samples must be >= 2, got {w_avg_samples}")
+        self.steps, self.lr = steps, lr
+        self.lr_rampup, self.lr_rampdown = lr_rampup, lr_rampdown
+        self.noise_ramp, self.initial_noise_factor = noise_ramp, initial_noise_factor
+        self.noise_reg_weight = noise_reg_weight
+        self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache = w_avg_samples, w_stats_seed, w_stats_disk_cache
+        self.weights_path, self.heads_path = weights_path, heads_path
+        self.progress = progress
+        self._distance: Optional[ProjectorDistance] = None
+
+    def projector_distance(self, device: torch.device) -> ProjectorDistance:
+        # Built on first use, so that configs can be composed and checked without reading VGG16.
+        if self._distance is None:
+            self._distance = ProjectorDistance(self.weights_path, self.heads_path)
+        return self._distance.to(device)
+
+    def learning_rate(self, t: float) -> float:
+        """Learning rate at progress t = step / steps in [0, 1)."""
+        rampdown = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / self.lr_rampdown))
+        rampup = min(1.0, t / self.lr_rampup)
+        return self.lr * rampdown * rampup
+
+    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0) -> Inversion:
+        """Invert `target` [1, 3, R, R] in [-1, 1]; `seed` fixes the noise maps and the w noise."""
+        where = type(self).__name__
+        check_target(G, target, where)
+        start = time.perf_counter()
+        device = next(G.parameters()).device
+        stats = cached_w_stats(G, self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache)
+        distance = self.projector_distance(device)
+        with torch.no_grad():
+            target_features = distance.feature_maps(target.to(device, torch.float32))
+        rng = torch.Generator(device).manual_seed(seed)
+
+        # G is only read: its weights enter detached (no gradients accumulate in G) and the optimised
+        # noise maps replace its noise buffers for these calls only.
+        weights = {name: p.detach() for name, p in G.synthesis.named_parameters()}
+        noise = {name: torch.randn(buf.shape, generator=rng, device=device).requires_grad_(True)
+                 for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")}
+        num_latents = G.num_ws if self.per_layer else 1
+        w_opt = stats.mean.to(device)[:, None].repeat([1, num_latents, 1]).requires_grad_(True)  # [1, L, w_dim]
+        optimizer = torch.optim.Adam([w_opt, *noise.values()], lr=self.lr, betas=ADAM_BETAS)
+
+        losses = []
+        bar = tqdm(range(self.steps), desc=where, leave=False, disable=not (self.progress and sys.stderr.isatty()))
+        for step in bar:
+            t = step / self.steps
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate(t)
+            # Exploration noise on w, annealed to zero: early steps search a neighbourhood of mu_w.
+            w_noise_scale = stats.std * self.initial_noise_factor * max(0.0, 1.0 - t / self.noise_ramp) ** 2
+            w_noise = torch.randn(w_opt.shape, generator=rng, device=device) * w_noise_scale
+            ws = (w_opt + w_noise).expand(-1, G.num_ws, -1)  # [1, num_ws, w_dim]
+            # Unfused modulation: with G's weights frozen, the backward pass then needs one convolution per
+            # layer (the input gradient) instead of two (input and per-sample weight); same image.
+            synth = torch.func.functional_call(G.synthesis, {**weights, **noise}, (ws,),
+                                               {"noise_mode": "const", "fused_modconv": False})
+            dist = distance.distance(distance.feature_maps_unchecked(synth), target_features).sum()
+            reg = noise_regularization(noise.values())
+            loss = dist + self.noise_reg_weight * reg
+
+            record = {"loss": loss.item(), "dist": dist.item(), "noise_reg": reg.item()}
+            if not math.isfinite(record["loss"]):
+                raise NonFiniteLossError(f"{where}: loss is {record['loss']} at step {step + 1}/{self.steps} "
+                                         f"(dist {record['dist']}, noise_reg {record['noise_reg']})")
+            losses.append(record)
+            if not bar.disable:
+                bar.set_postfix(dist=f"{record['dist']:.4f}", refresh=False)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for buf in noise.values():
+                    buf -= buf.mean()
+                    buf *= buf.square().mean().rsqrt()
+
+        pivot = w_opt.detach().expand(-1, G.num_ws, -1).clone()  # [1, num_ws, w_dim]
+        return Inversion(pivot=pivot, losses=losses, steps=self.steps, seconds=time.perf_counter() - start)
+
+
+class WPlusInverter(WInverter):
+    """The same projector in W+: a separate latent per layer, each starting at mu_w."""
+
+    per_layer = True

@@ -1,0 +1,72 @@
+"""Locality regularisation (PTI §3.3): keep the tuned generator unchanged away from the pivot.
+
+Each application samples z, maps it with the original generator (truncation psi), moves from the
+pivot a fixed distance alpha towards that latent,
+
+    w_r = w_p + alpha * (w_z - w_p) / ||w_z - w_p||      (norm over all num_ws x w_dim entries,
+                                                          as the official code computes it)
+
+and penalises lpips_weight * LPIPS + l2_weight * MSE between the original and the tuned
+generator's images of w_r (noise mode 'none', as the official code).
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from pti_lab.models.stylegan2 import Generator
+
+
+class LocalityRegularizer:
+    def __init__(
+        self,
+        alpha: float = 30.0,            # distance moved from the pivot towards the sampled latent
+        truncation_psi: float = 0.5,    # truncation of the sampled latents w_z
+        samples: int = 1,               # sampled latents per application
+        lpips_weight: float = 0.1,      # weight of LPIPS(original, tuned) at w_r
+        l2_weight: float = 0.1,         # weight of MSE(original, tuned) at w_r
+        weight: float = 1.0,            # weight of the whole term in the tuning loss
+        interval: int = 1,              # apply every `interval` tuning steps
+        noise_mode: str = "none",       # noise of both generators at w_r
+    ):
+        assert samples >= 1 and interval >= 1 and alpha > 0
+        self.alpha, self.truncation_psi, self.samples = alpha, truncation_psi, samples
+        self.lpips_weight, self.l2_weight, self.weight = lpips_weight, l2_weight, weight
+        self.interval, self.noise_mode = interval, noise_mode
+
+    def applies(self, step: int) -> bool:
+        return step % self.interval == 0
+
+    def move_towards(self, pivot: torch.Tensor, w_z: torch.Tensor) -> torch.Tensor:
+        """w_p + alpha * (w_z - w_p) / ||w_z - w_p||, per sample. pivot [1, L, D], w_z [S, L, D]."""
+        direction = w_z - pivot
+        norm = direction.flatten(1).norm(dim=1).clamp_min(1e-8).reshape(-1, 1, 1)
+        return pivot + self.alpha * direction / norm
+
+    def loss(
+        self,
+        original: Generator,            # the generator before tuning (frozen)
+        tuned: Generator,               # the generator being tuned
+        pivots: torch.Tensor,           # [N, num_ws, w_dim]; one image's pivot is regularised per row
+        perceptual: torch.nn.Module,    # LPIPS network
+        rng: Optional[torch.Generator] = None,  # source of the sampled z (CPU generator)
+    ) -> tuple[torch.Tensor, dict]:
+        """The weighted locality term (scalar) and its parts for logging."""
+        device = pivots.device
+        total_lpips = total_l2 = pivots.new_zeros([])
+        for pivot in pivots:
+            z = torch.randn([self.samples, original.z_dim], generator=rng).to(device)
+            with torch.no_grad():
+                w_z = original.mapping(z, None, truncation_psi=self.truncation_psi)
+                w_r = self.move_towards(pivot.unsqueeze(0).detach(), w_z)
+                before = original.synthesis(w_r, noise_mode=self.noise_mode)
+            after = tuned.synthesis(w_r, noise_mode=self.noise_mode)
+            if self.lpips_weight > 0:
+                total_lpips = total_lpips + perceptual(before, after).mean()
+            if self.l2_weight > 0:
+                total_l2 = total_l2 + F.mse_loss(after, before)
+        n = len(pivots)
+        loss = self.weight * (self.lpips_weight * total_lpips + self.l2_weight * total_l2) / n
+        parts = {"locality_lpips": total_lpips.item() / n, "locality_mse": total_l2.item() / n}
+        return loss, parts

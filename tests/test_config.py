@@ -34,9 +34,14 @@ def test_groups_were_found():
     assert {"generator", "paths"} <= {group for group, _ in GROUP_OPTIONS}
 
 
+# Options with a required value (`???`) get one, as a user must give it.
+REQUIRED = {("data", "folder"): ["data.path=photos"], ("data", "image"): ["data.path=photo.png"]}
+
+
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_option_composes_and_checks(group, option):
-    cfg = compose_config(f"{group}={option}" if group in DEFAULT_GROUPS else f"+{group}={option}")
+    selection = f"{group}={option}" if group in DEFAULT_GROUPS else f"+{group}={option}"
+    cfg = compose_config(selection, *REQUIRED.get((group, option), []))
     check_top_level(cfg)
     check_components(cfg)
 
@@ -61,8 +66,10 @@ def test_hydra_refuses_bad_values(override, message):
 
 @pytest.mark.parametrize("override,message", [
     ("+generator.pathh=x", r"generator.pathh: unknown key for pti_lab.models.make_generator \(valid keys: path"),
-    ("generator.seed=abc", "generator.seed='abc': expected int"),
+    ("tuner.steps=abc", "tuner.steps='abc': expected int"),
+    ("+tuner.stepz=3", r"tuner.stepz: unknown key for pti_lab.tuning.PivotalTuner"),
     ("+foo=1", "foo: unknown top-level key"),
+    ("data=folder", r"data.path: a value is required \(set data.path=...\)"),
 ])
 def test_component_check_refuses_bad_values(override, message):
     cfg = compose_config(override)
@@ -77,10 +84,11 @@ def run_py(tmp_path, *args):
 
 def test_run_py_writes_summary_and_preview(tmp_path):
     out = tmp_path / "run"
-    result = run_py(tmp_path, f"hydra.run.dir={out}", "preview.count=4", "device=cpu")
+    result = run_py(tmp_path, f"hydra.run.dir={out}", "preview.count=4", "device=cpu", "generator=fresh",
+                    "data.limit=0", "logger=none")
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["choices"]["generator"] == "default"
+    assert summary["choices"]["generator"] == "fresh"
     assert summary["generator"]["resolution"] == 64 and summary["generator"]["num_ws"] == 10
     assert summary["failed"] == [] and summary["images"] == 0
     assert (out / "preview.png").stat().st_size > 1000
@@ -89,10 +97,11 @@ def test_run_py_writes_summary_and_preview(tmp_path):
 
 def test_run_py_sweep_writes_one_subdir_per_job(tmp_path):
     result = run_py(tmp_path, "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1", "preview.count=2",
-                    "device=cpu")
+                    "device=cpu", "data.limit=0", "logger=none")
     assert result.returncode == 0, result.stderr
     summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
-    assert [p.parent.name for p in summaries] == ["0_preview.count=2,seed=0", "1_preview.count=2,seed=1"]
+    assert [p.parent.name for p in summaries] == ["0_data.limit=0,logger=none,preview.count=2,seed=0",
+                                                  "1_data.limit=0,logger=none,preview.count=2,seed=1"]
 
 
 def test_run_py_config_error_is_one_line(tmp_path):

@@ -72,7 +72,6 @@ class PivotalTuner:
         pivots: torch.Tensor,             # [N, num_ws, w_dim]
         perceptual: torch.nn.Module,      # LPIPS network (alex in PTI)
         regularizer: Optional[LocalityRegularizer] = None,
-        log=None,                         # callable(step, dict) receiving the losses of each step
     ) -> Tuning:
         check_images(targets, "targets", type(self).__name__)
         N = targets.shape[0]
@@ -108,8 +107,6 @@ class PivotalTuner:
             loss.backward()
             optimizer.step()
             losses.append(record)
-            if log is not None:
-                log(step, record)
             bar.set_postfix(lpips=f"{record['lpips']:.3f}")
         bar.close()
 

@@ -108,7 +108,8 @@ def test_record_merges_metrics_of_the_same_bytes_and_replaces_new_bytes(tmp_path
 
 
 def test_training_loop_reduces_the_loss(tmp_path):
-    summary = train(tmp_path, seed=0, minutes=2, max_steps=40, device="cpu", batch=4, lr=0.05,
+    # The step count decides, not the clock: a loaded machine must not cut the run short.
+    summary = train(tmp_path, seed=0, minutes=60, max_steps=40, device="cpu", batch=4, lr=0.05,
                     architecture=TINY, log_every=10)
     assert summary["steps"] == 40
     assert summary["final_l1"] < 0.8 * summary["first_l1"]

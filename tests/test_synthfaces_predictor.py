@@ -137,7 +137,7 @@ def test_training_steps_reduce_the_loss():
 
 
 def test_training_script_writes_loadable_weights(tmp_path):
-    report = train_predictor.train(tmp_path, minutes=1.0, device="cpu", workers=0, groups=4, views=2,
+    report = train_predictor.train(tmp_path, minutes=60.0, device="cpu", workers=0, groups=4, views=2,
                                    eval_count=40, max_steps=2)
     assert report["steps"] == 2 and 0.0 <= report["metrics"]["indomain_verify_auc"] <= 1.0
     assert (tmp_path / "predictor.json").is_file()

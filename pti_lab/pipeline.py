@@ -129,46 +129,50 @@ class Run:
         self.store.append(row)
         self.logger.log_result(row, {"target": target, "tuned": reconstruction})
 
-    def tune(self, names: list[str], targets: torch.Tensor, pivots: torch.Tensor) -> Generator:
+    def tune(self, names: list[str], targets: torch.Tensor, pivots: torch.Tensor, delta_file: Path) -> Generator:
+        """Tune, store the tuned generator, then record the rows: a row means its delta exists."""
         tuning = self.tuner.tune(self.G, targets, pivots, self.perceptual, self.regularizer)
         for step, losses in enumerate(tuning.losses):
             self.logger.log_losses("+".join(names), "tuning", step, losses)
+        save_tuned(tuning.generator, self.G, delta_file, latents=tuning.pivots, base_sha256=self.base_sha256)
         seconds = tuning.seconds / len(names)
         for i, name in enumerate(names):
             self.record_tuning(name, targets[i:i + 1], tuning.generator, tuning.pivots[i:i + 1],
                                tuning.steps, tuning.stopped_early, seconds)
         return tuning.generator
 
-    def pending(self):
-        """(sample, target) of every readable image not finished yet; unreadable ones are recorded."""
+    def readable(self):
+        """(sample, target) of every readable image; unreadable ones are recorded as failed."""
         for sample in self.dataset.samples(self.G.img_resolution):
             if sample.image is None:
                 self.store.record_failure(sample.name, sample.error)
                 continue
-            if self.store.done(sample.name, self.final_stage):
-                log.info("%s: already done, skipped", sample.name)
-                continue
             yield sample, sample.image.to(self.device)
 
     def run_single(self) -> None:
-        """Each image: invert, then tune a generator of its own."""
-        for sample, target in self.pending():
+        """Each image: invert, then tune a generator of its own. Finished images are skipped."""
+        for sample, target in self.readable():
+            if self.store.done(sample.name, self.final_stage):
+                log.info("%s: already done, skipped", sample.name)
+                continue
             stage = "inversion"
             try:
                 pivot = self.invert(sample, target)
                 if self.tuner is not None:
                     stage = "tuning"
-                    tuned = self.tune([sample.name], target, pivot)
-                    save_tuned(tuned, self.G, self.store.image_dir(sample.name) / "tuned_G.pt", latents=pivot,
-                               base_sha256=self.base_sha256)
+                    self.tune([sample.name], target, pivot, self.store.image_dir(sample.name) / "tuned_G.pt")
             except PTILabError as exc:
                 log.warning("%s: %s failed: %s", sample.name, stage, exc)
                 self.store.record_failure(sample.name, f"{stage}: {exc}")
 
     def run_multi(self) -> dict:
-        """Invert every image, then tune one generator for all of them (multi-ID)."""
+        """Invert every image, then tune one generator for all of them (multi-ID).
+
+        A re-run reuses finished inversions; the generator is tuned again on all images unless
+        every image already has its tuning row (then the stored one is measured).
+        """
         names, targets, pivots = [], [], []
-        for sample, target in self.pending():
+        for sample, target in self.readable():
             try:
                 pivots.append(self.invert(sample, target))
             except PTILabError as exc:
@@ -177,20 +181,20 @@ class Run:
                 continue
             names.append(sample.name)
             targets.append(target)
+        if not names:
+            return {}
         tuned_file = self.store.run_dir / "tuned_G.pt"
-        if names:
+        if tuned_file.is_file() and all(self.store.done(name, "tuning") for name in names):
+            log.info("all %d images already tuned together, skipped", len(names))
+            tuned = load_tuned(tuned_file, self.G)
+        else:
             try:
-                tuned = self.tune(names, torch.cat(targets), torch.cat(pivots))
+                tuned = self.tune(names, torch.cat(targets), torch.cat(pivots), tuned_file)
             except PTILabError as exc:
                 log.warning("multi-ID tuning failed: %s", exc)
                 for name in names:
                     self.store.record_failure(name, f"tuning: {exc}")
                 return {}
-            save_tuned(tuned, self.G, tuned_file, latents=torch.cat(pivots), base_sha256=self.base_sha256)
-        elif tuned_file.is_file():
-            tuned = load_tuned(tuned_file, self.G)
-        else:
-            return {}
         return {"locality": locality_drift(self.G, tuned, self.perceptual, seed=self.cfg.seed)}
 
 

@@ -273,9 +273,11 @@ def report(
 def rebuild_command(args: argparse.Namespace, summary: dict) -> str:
     """The command that retrains, reports and ships this run."""
     device = summary["device"].split()[0]
+    # On a CPU the thread count sets the speed, and so how far a --minutes run gets.
+    threads = f"OMP_NUM_THREADS={torch.get_num_threads()} " if device == "cpu" else ""
     steps = f" --steps {args.steps}" if args.steps else ""
     folder = "outputs/synthfaces_generator"  # outputs/ is git-ignored
-    return (f"python -m pti_lab.synthfaces.train_generator --out {folder} --seed {args.seed}{steps} "
+    return (f"{threads}python -m pti_lab.synthfaces.train_generator --out {folder} --seed {args.seed}{steps} "
             f"--minutes {args.minutes:g} --device {device} --batch {summary['batch']} --invert {args.invert} "
             f"--ship {folder}")
 

@@ -41,6 +41,8 @@ class Config:
     regularizer: Any = None        # component: conf/regularizer (locality); null = none
     identity: Any = None           # component: conf/identity (face identity for id_sim)
     perceptual: Any = None         # component: conf/perceptual (LPIPS network)
+    editor: Any = None             # component: conf/editor (latent edits after tuning); null = none
+    metrics: Any = None            # component: conf/metrics (editing metrics and their attribute scorer)
     logger: Any = None             # component: conf/logger (W&B or none)
     paths: Any = MISSING           # conf/paths
 
@@ -109,7 +111,10 @@ def _accepts(annotation: Any, value: Any) -> bool:
     if annotation is str:
         return isinstance(value, str)
     if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
-        return isinstance(value, (list, tuple, ListConfig))
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        item_types = typing.get_args(annotation)  # list[float]: every element must be a float
+        return len(item_types) != 1 or all(_accepts(item_types[0], item) for item in value)
     if origin is dict or annotation is dict:
         return isinstance(value, (dict, DictConfig))
     return True  # objects built elsewhere (generators, networks): not checked here
@@ -147,6 +152,8 @@ def check_components(cfg: DictConfig, key: str = "") -> None:
 
 
 def _describe(annotation: Any) -> str:
+    if typing.get_args(annotation):  # list[float], Optional[int]: the full form says more than 'list'
+        return str(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

@@ -1,10 +1,12 @@
 """The one place that reads the global config: build components, run the stages, write results.
 
-Data flows one way: image -> inverter -> pivot -> tuner -> tuned generator -> metrics -> tracking.
-Per image the run directory gets images/<name>/{target,inversion,tuned}.png, pivot.pt and (one
-generator per image) tuned_G.pt, a delta against the base generator; results.jsonl gets one row
-per image and stage, summary.json the means. A re-run into the same directory skips finished
-images; a failing image is recorded in summary.json `failed` and the others go on.
+Data flows one way: image -> inverter -> pivot -> tuner -> tuned generator -> editor -> metrics ->
+tracking. Per image the run directory gets images/<name>/{target,inversion,tuned}.png, pivot.pt,
+(one generator per image) tuned_G.pt, a delta against the base generator, and with an editor
+edits.png: target, reconstruction and every edit rendered with the tuned generator (top row) and
+the original one (bottom row). results.jsonl gets one row per image and stage (and per edit and
+strength), summary.json the means. A re-run into the same directory skips finished work; a failing
+image is recorded in summary.json `failed` and the others go on.
 """
 
 import logging
@@ -21,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pti_lab.config import check_components, check_top_level, resolve_device
 from pti_lab.data import Sample
 from pti_lab.errors import PTILabError
+from pti_lab.metrics.editing import EditMetrics, edit_summary
 from pti_lab.metrics.image import reconstruction_metrics
 from pti_lab.metrics.locality import locality_drift
 from pti_lab.models.delta import generator_fingerprint, load_tuned, save_tuned
@@ -28,6 +31,9 @@ from pti_lab.models.stylegan2 import Generator
 from pti_lab.tracking.store import RunStore, image_grid, save_png
 
 log = logging.getLogger(__name__)
+
+EDITS_FILE = "edits.png"              # per image: the grid of edits, written after all its edit rows
+TUNED_PIVOT_FILE = "tuned_pivot.pt"   # per image: the pivot after tuning (moved by joint tuning)
 
 
 def group_choices() -> dict:
@@ -98,9 +104,20 @@ class Run:
         self.identity = build(cfg.identity)
         self.dataset = build(cfg.data)
         self.logger = build(cfg.logger)
+        self.editor = build(cfg.editor)
+        self.metrics = build(cfg.metrics) or EditMetrics()
+        if self.editor is not None:  # directions, PCA and attribute names are checked before any image
+            self.metrics.check_attributes(self.editor.attributes)
+            self.editor.prepare(self.G)
         self.store = RunStore(out_dir)
         self.final_stage = "tuning" if self.tuner is not None else "inversion"
         self.base_sha256 = generator_fingerprint(self.G)  # names the base of every stored delta
+
+    def finished(self, name: str) -> bool:
+        """Whether an earlier run did all of this image's work (edits.png is written last)."""
+        if self.editor is not None:
+            return (self.store.image_dir(name) / EDITS_FILE).is_file()
+        return self.store.done(name, self.final_stage) is not None
 
     def invert(self, sample: Sample, target: torch.Tensor) -> torch.Tensor:
         """The image's pivot: saved by an earlier run, or inverted now (row + images written)."""
@@ -129,17 +146,67 @@ class Run:
         self.store.append(row)
         self.logger.log_result(row, {"target": target, "tuned": reconstruction})
 
-    def tune(self, names: list[str], targets: torch.Tensor, pivots: torch.Tensor, delta_file: Path) -> Generator:
-        """Tune, store the tuned generator, then record the rows: a row means its delta exists."""
+    def tune(self, names: list[str], targets: torch.Tensor, pivots: torch.Tensor,
+             delta_file: Path) -> tuple[Generator, torch.Tensor]:
+        """Tune, store the tuned generator and pivots, then record the rows: a row means its delta
+        exists. Returns the tuned generator and the pivots after tuning (joint tuning moves them)."""
         tuning = self.tuner.tune(self.G, targets, pivots, self.perceptual, self.regularizer)
         for step, losses in enumerate(tuning.losses):
             self.logger.log_losses("+".join(names), "tuning", step, losses)
         save_tuned(tuning.generator, self.G, delta_file, latents=tuning.pivots, base_sha256=self.base_sha256)
         seconds = tuning.seconds / len(names)
         for i, name in enumerate(names):
+            self.store.save_tensor(name, TUNED_PIVOT_FILE, tuning.pivots[i:i + 1])
             self.record_tuning(name, targets[i:i + 1], tuning.generator, tuning.pivots[i:i + 1],
                                tuning.steps, tuning.stopped_early, seconds)
-        return tuning.generator
+        return tuning.generator, tuning.pivots
+
+    def tuned_pivot(self, name: str, pivot: torch.Tensor) -> torch.Tensor:
+        """The pivot stored after tuning (runs older than that file: the inversion's)."""
+        file = self.store.image_dir(name) / TUNED_PIVOT_FILE
+        return torch.load(file, weights_only=True).to(self.device) if file.is_file() else pivot
+
+    def tuned_single(self, name: str, target: torch.Tensor, pivot: torch.Tensor) -> tuple[Generator, torch.Tensor]:
+        """The image's own tuned generator and pivot: stored by an earlier run, or tuned now."""
+        delta_file = self.store.image_dir(name) / "tuned_G.pt"
+        if self.store.done(name, "tuning") and delta_file.is_file():
+            return load_tuned(delta_file, self.G), self.tuned_pivot(name, pivot)
+        return self.tune([name], target, pivot, delta_file)
+
+    def edit(self, name: str, target: torch.Tensor, pivot: torch.Tensor, tuned: Generator) -> None:
+        """Edit the pivot; score each edit rendered with `tuned` and, for comparison, the original G."""
+        start = time.perf_counter()
+        edits = self.editor.edits(tuned, pivot)
+        for step, losses in enumerate(self.editor.losses):
+            self.logger.log_losses(name, "edit", step, losses)
+        compare = tuned is not self.G
+        reconstruction = synthesize(tuned, pivot)
+        original_reconstruction = synthesize(self.G, pivot) if compare else None
+        rows, top, bottom = [], [target, reconstruction], [target, original_reconstruction]
+        for edit in edits:
+            image = synthesize(tuned, edit.ws)
+            row = {"image": name, "stage": "edit", "edit": edit.name, "strength": edit.strength,
+                   **self.metrics.measure(target, reconstruction, image, self.identity, edit.attributes)}
+            pictures = {"edit": image}
+            if compare:
+                original = synthesize(self.G, edit.ws)
+                measured = self.metrics.measure(target, original_reconstruction, original, self.identity, edit.attributes)
+                reasons = {f"original_{key}": why for key, why in measured.pop("reasons", {}).items()}
+                row.update({f"original_{key}": value for key, value in measured.items()})
+                if reasons:
+                    row["reasons"] = {**row.get("reasons", {}), **reasons}
+                pictures["original"] = original
+                bottom.append(original)
+            top.append(image)
+            rows.append((row, pictures))
+        seconds = (time.perf_counter() - start) / max(len(rows), 1)
+        for row, pictures in rows:
+            row["seconds"] = round(seconds, 3)
+            self.store.append(row)
+            self.logger.log_result(row, pictures)
+        grid = image_grid(torch.cat(top + bottom if compare else top), columns=len(top))
+        save_png(grid, self.store.image_dir(name) / EDITS_FILE)
+        self.logger.log_image(f"edits/{name}", grid)
 
     def readable(self):
         """(sample, target) of every readable image; unreadable ones are recorded as failed."""
@@ -152,15 +219,19 @@ class Run:
     def run_single(self) -> None:
         """Each image: invert, then tune a generator of its own. Finished images are skipped."""
         for sample, target in self.readable():
-            if self.store.done(sample.name, self.final_stage):
+            if self.finished(sample.name):
                 log.info("%s: already done, skipped", sample.name)
                 continue
             stage = "inversion"
             try:
                 pivot = self.invert(sample, target)
+                generator = self.G
                 if self.tuner is not None:
                     stage = "tuning"
-                    self.tune([sample.name], target, pivot, self.store.image_dir(sample.name) / "tuned_G.pt")
+                    generator, pivot = self.tuned_single(sample.name, target, pivot)
+                if self.editor is not None:
+                    stage = "edit"
+                    self.edit(sample.name, target, pivot, generator)
             except PTILabError as exc:
                 log.warning("%s: %s failed: %s", sample.name, stage, exc)
                 self.store.record_failure(sample.name, f"{stage}: {exc}")
@@ -187,14 +258,25 @@ class Run:
         if tuned_file.is_file() and all(self.store.done(name, "tuning") for name in names):
             log.info("all %d images already tuned together, skipped", len(names))
             tuned = load_tuned(tuned_file, self.G)
+            pivots = [self.tuned_pivot(name, pivot) for name, pivot in zip(names, pivots)]
         else:
             try:
-                tuned = self.tune(names, torch.cat(targets), torch.cat(pivots), tuned_file)
+                tuned, tuned_pivots = self.tune(names, torch.cat(targets), torch.cat(pivots), tuned_file)
+                pivots = list(tuned_pivots.split(1))
             except PTILabError as exc:
                 log.warning("multi-ID tuning failed: %s", exc)
                 for name in names:
                     self.store.record_failure(name, f"tuning: {exc}")
                 return {}
+        if self.editor is not None:
+            for name, target, pivot in zip(names, targets, pivots):
+                if self.finished(name):
+                    continue
+                try:
+                    self.edit(name, target, pivot, tuned)
+                except PTILabError as exc:
+                    log.warning("%s: edit failed: %s", name, exc)
+                    self.store.record_failure(name, f"edit: {exc}")
         return {"locality": locality_drift(self.G, tuned, self.perceptual, seed=self.cfg.seed)}
 
 
@@ -221,6 +303,8 @@ def run(cfg: DictConfig) -> dict:
 
     multi = job.tuner is not None and job.tuner.mode == "multi"
     extra = job.run_multi() if multi else (job.run_single() or {})
+    if job.editor is not None:
+        extra["edits"] = edit_summary(job.store.results())
     summary = job.store.write_summary(choices, {"generator": generator, **extra,
                                                 "wall_seconds": round(time.perf_counter() - start, 1)})
     job.logger.log_summary(summary)

@@ -40,9 +40,9 @@ def test_default_pipeline_writes_every_output(tmp_path):
         assert 0 <= metrics["lpips"] < 1.5 and 0 <= metrics["mse"] <= 4
     rows = RunStore(out).results()
     assert [(r["stage"]) for r in rows] == ["inversion", "tuning"] * 2
-    assert all(r["id_sim"] is None and "id_sim" in r["reasons"] for r in rows)  # identity=none, with a reason
+    assert all(-1 <= r["id_sim"] <= 1 for r in rows)  # identity=synthfaces, the default
     name = rows[0]["image"]
-    for file in ("target.png", "inversion.png", "tuned.png", "pivot.pt", "tuned_G.pt"):
+    for file in ("target.png", "inversion.png", "tuned.png", "pivot.pt", "tuned_G.pt", "tuned_pivot.pt"):
         assert (out / "images" / name / file).is_file(), file
     G = load_generator(REPO / "pti_lab/synthfaces/weights/generator.pt")
     tuned = load_tuned(out / "images" / name / "tuned_G.pt", G)
@@ -86,6 +86,15 @@ def test_multi_id_reports_locality_drift(tmp_path):
     assert summary["images"] == 2 and (out / "tuned_G.pt").is_file()
     locality = summary["locality"]
     assert locality["latents"] == 64 and locality["lpips"] >= 0 and locality["mse"] >= 0
+    stamp, rows = (out / "tuned_G.pt").stat().st_mtime_ns, RunStore(out).results()
+    result = run_py(f"hydra.run.dir={out}", "data.limit=2", "tuner.mode=multi", "regularizer=locality",
+                    "editor=interfacegan", "editor.strengths=[2]", *FAST)
+    assert "all 2 images already tuned together, skipped" in result.stderr + result.stdout
+    assert (out / "tuned_G.pt").stat().st_mtime_ns == stamp  # the shared generator is reused, not re-tuned
+    assert RunStore(out).results()[:4] == rows
+    edits = [r for r in RunStore(out).results() if r["stage"] == "edit"]
+    assert [(r["edit"], r["strength"]) for r in edits] == [("smile", 2.0)] * 2
+    assert summary_of(out)["locality"] == pytest.approx(locality, rel=1e-4)  # the stored delta restores G
 
 
 @pytest.mark.slow

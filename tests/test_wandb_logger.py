@@ -1,6 +1,7 @@
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ def full_cycle(logger, run_dir):
     images = {"target": torch.zeros(1, 3, 8, 8), "tuned": torch.ones(1, 3, 8, 8)}
     logger.log_result({"image": "0001", "stage": "tuning", "mse": 0.1, "reasons": {"id_sim": "no face"}}, images)
     logger.log_result({"image": "0001", "stage": "inversion", "lpips": 0.3}, {"inversion": -torch.ones(1, 3, 8, 8)})
+    logger.log_image("edits/0001", np.full((8, 24, 3), 200, np.uint8))
     logger.log_summary({"images": 1, "stages": {"tuning": {"mse": 0.1}}})
     logger.finish()
 
@@ -49,6 +51,8 @@ def test_offline_cycle_writes_the_run_and_its_table(wandb_env, monkeypatch):
               if f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"]
     assert len(staged) == 3
     assert list(offline_run.glob("run-*.wandb"))
+    (grid,) = offline_run.glob("files/media/images/edits/0001_*.png")  # log_image: an image's grid of edits
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unreachable_server_falls_back_to_offline_quickly(wandb_env, monkeypatch, caplog):

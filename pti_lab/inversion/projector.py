@@ -78,6 +78,13 @@ def noise_regularization(noise_maps: Iterable[torch.Tensor]) -> torch.Tensor:
     return reg
 
 
+def ramped_learning_rate(t: float, lr: float, rampup: float, rampdown: float) -> float:
+    """The StyleGAN2 projector's schedule (also StyleCLIP's): linear warm-up over the first `rampup`
+    of the steps, cosine decay over the last `rampdown`; t = step / steps in [0, 1)."""
+    down = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / rampdown))
+    return lr * down * min(1.0, t / rampup)
+
+
 class WInverter:
     """Optimise one w (broadcast to all layers) and the noise maps so that G renders the target."""
 
@@ -124,9 +131,7 @@ class WInverter:
 
     def learning_rate(self, t: float) -> float:
         """Learning rate at progress t = step / steps in [0, 1)."""
-        rampdown = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / self.lr_rampdown))
-        rampup = min(1.0, t / self.lr_rampup)
-        return self.lr * rampdown * rampup
+        return ramped_learning_rate(t, self.lr, self.lr_rampup, self.lr_rampdown)
 
     def invert(self, G: Generator, target: torch.Tensor, seed: int = 0) -> Inversion:
         """Invert `target` [1, 3, R, R] in [-1, 1]; `seed` fixes the noise maps and the w noise."""

@@ -43,9 +43,10 @@ class WStats:
 MEMORY_CACHE: dict[str, WStats] = {}
 
 
-def fingerprint(G: Generator, num_samples: int, seed: int) -> str:
-    """sha1 of the mapping network's parameters (names, shapes, bytes), num_samples and seed."""
-    digest = hashlib.sha1(f"{VERSION} z_dim={G.z_dim} n={num_samples} seed={seed}".encode())
+def fingerprint(G: Generator, num_samples: int, seed: int, version: str = VERSION) -> str:
+    """sha1 of the mapping network's parameters (names, shapes, bytes), num_samples, seed and the
+    version of the computation (other statistics of mapped samples, e.g. GANSpace's PCA, pass theirs)."""
+    digest = hashlib.sha1(f"{version} z_dim={G.z_dim} n={num_samples} seed={seed}".encode())
     for name, param in sorted(G.mapping.named_parameters()):
         tensor = param.detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{name}{list(tensor.shape)}".encode())

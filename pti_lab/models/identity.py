@@ -28,6 +28,7 @@ class IdentityNetwork(torch.nn.Module):
     """Base class: subclasses implement `embed`; `compare` / `similarity` are cosine similarities."""
 
     embedding_dim: int = 0
+    differentiable: bool = True  # embed() passes gradients to the images (usable as an ID loss)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[Optional[str]]]:
         """Embed [N, 3, H, W] images in [-1, 1]: (embeddings [N, D], valid [N] bool, reasons)."""
@@ -96,6 +97,7 @@ class DlibIdentity(IdentityNetwork):
     of roughly 0.9. `descriptors` gives the raw vectors for Euclidean comparisons.
     """
 
+    differentiable = False  # dlib works on uint8 numpy arrays
     embedding_dim = 128
 
     def __init__(
@@ -191,6 +193,8 @@ class ArcFaceIdentity(IdentityNetwork):
 
 class NoIdentity(IdentityNetwork):
     """identity=none: no embeddings; every similarity is None with reason "identity network disabled"."""
+
+    differentiable = False
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[Optional[str]]]:
         check_images(images, "images", "NoIdentity")

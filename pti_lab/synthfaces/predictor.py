@@ -206,6 +206,7 @@ class AttributePredictor(nn.Module):
     ):
         super().__init__()
         self.net = load_predictor(weights)
+        self.attributes = tuple(ATTRIBUTES)  # the names predict() returns
 
     def predict(self, images: torch.Tensor) -> dict:
         """[N, 3, S, S] in [-1, 1] -> {attribute name: float tensor [N]} in the field's units and range:

@@ -14,6 +14,7 @@ import socket
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 
 from pti_lab.tracking.store import to_uint8
@@ -44,6 +45,9 @@ class NullLogger:
         pass
 
     def log_result(self, row: dict, images: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def log_image(self, key: str, pixels: np.ndarray) -> None:
         pass
 
     def log_summary(self, summary: dict) -> None:
@@ -150,6 +154,10 @@ class WandbLogger(NullLogger):
             table.add_data(*[json.dumps(cells.get(key)) if isinstance(cells.get(key), (dict, list)) else cells.get(key)
                              for key in columns])
         return table
+
+    def log_image(self, key: str, pixels: np.ndarray) -> None:
+        """Log one uint8 [H, W, C] picture (e.g. an image's grid of edits) under `key`."""
+        self._guard("image", lambda: self.run.log({key: self.wandb.Image(pixels)}))
 
     def log_summary(self, summary: dict) -> None:
         self._guard("summary", lambda: self.run.summary.update(summary))

@@ -1,0 +1,110 @@
+"""What every editor shares: the Edit record, strength and layer-range checks, sequential edits.
+
+An editor turns a pivot (ws [1, num_ws, w_dim]) into edited latents; the pipeline renders them with
+the tuned generator and, for comparison, the original one. `prepare(G)` loads and checks what the
+editor needs against the generator once, before any image; `edits(G, ws)` returns the edits of one
+pivot, in order.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from pti_lab.errors import BadInputError
+from pti_lab.models.stylegan2 import Generator
+
+
+@dataclass(frozen=True)
+class Edit:
+    name: str                 # what was done, e.g. 'smile' or 'yaw+2>smile'
+    strength: float           # the strength of the last step
+    ws: torch.Tensor          # [1, num_ws, w_dim] edited latents
+    attributes: tuple = ()    # attributes the edit aims at, last = the one it is measured on
+
+
+def check_strengths(strengths: Sequence, where: str) -> list[float]:
+    """A non-empty list of finite numbers, as floats; anything else is a one-line error."""
+    values = list(strengths) if isinstance(strengths, Sequence) and not isinstance(strengths, str) else None
+    if not values or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in values):
+        raise BadInputError(f"{where}.strengths={strengths!r}: expected a non-empty list of numbers, e.g. [-3,3]")
+    values = [float(s) for s in values]
+    if not all(s == s and abs(s) != float("inf") for s in values):
+        raise BadInputError(f"{where}.strengths={strengths!r}: strengths must be finite")
+    return values
+
+
+def check_layers(layers: Optional[Sequence], where: str) -> Optional[tuple[int, int]]:
+    """None (all layers) or [start, end): the ws rows an edit changes."""
+    if layers is None:
+        return None
+    values = list(layers)
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values) \
+            or not 0 <= values[0] < values[1]:
+        raise BadInputError(f"{where}.layers={layers!r}: expected [start, end) with 0 <= start < end")
+    return values[0], values[1]
+
+
+def layer_mask(layers: Optional[tuple[int, int]], num_ws: int, where: str) -> torch.Tensor:
+    """[1, num_ws, 1] float mask of the edited ws rows."""
+    mask = torch.zeros(1, num_ws, 1)
+    if layers is None:
+        return mask + 1
+    if layers[1] > num_ws:
+        raise BadInputError(f"{where}.layers={list(layers)}: the generator has only {num_ws} ws rows")
+    mask[:, layers[0]:layers[1]] = 1
+    return mask
+
+
+def check_pivot(G: Generator, ws: torch.Tensor) -> None:
+    assert ws.ndim == 3 and ws.shape[0] == 1 and ws.shape[1:] == (G.num_ws, G.w_dim), \
+        f"pivot must be [1, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}"  # [1, num_ws, w_dim]
+
+
+def format_strength(strength: float) -> str:
+    return f"{strength:+g}"
+
+
+class Editor:
+    """Base class of the editors."""
+
+    attributes: tuple = ()  # attributes the edits aim at (checked against the scorer before any work)
+    losses: list = []       # per step of the latest optimisation, for the logger (StyleCLIP); read-only here
+
+    def prepare(self, G: Generator) -> None:
+        """Load and check against G what the edits need (directions, PCA); called once per generator."""
+
+    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
+        raise NotImplementedError
+
+
+class SequentialEditor(Editor):
+    """Edits applied one after another, as in the paper's Fig. 12 (rotation, then smile): every edit
+    of the first editor, then every edit of the next one applied to each of those, and so on. Each
+    prefix of the chain is an output, so the grid shows the steps."""
+
+    def __init__(
+        self,
+        editors: list,   # the editors, in the order they are applied
+    ):
+        if not editors:
+            raise BadInputError("editor.editors: a sequential edit needs at least one editor")
+        self.editors = list(editors)
+        self.attributes = tuple(name for editor in self.editors for name in editor.attributes)
+
+    def prepare(self, G: Generator) -> None:
+        for editor in self.editors:
+            editor.prepare(G)
+
+    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
+        results, frontier = [], [Edit(name="", strength=0.0, ws=ws)]
+        for editor in self.editors:
+            chained = []
+            for previous in frontier:
+                for edit in editor.edits(G, previous.ws):
+                    prefix = f"{previous.name}{format_strength(previous.strength)}>" if previous.name else ""
+                    chained.append(Edit(name=prefix + edit.name, strength=edit.strength, ws=edit.ws,
+                                        attributes=previous.attributes + edit.attributes))
+            results += chained
+            frontier = chained
+        return results

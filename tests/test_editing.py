@@ -367,6 +367,8 @@ def test_edit_after_finished_tuning_reuses_the_stored_generator(tmp_path):
     (["editor=interfacegan", "editor.direction=smiel"], "error: editor: unknown direction 'smiel'; available: age,"),
     (["editor=styleclip", "editor.prompt=''"], "error: editor.prompt='': StyleCLIP needs a non-empty text prompt"),
     (["editor=ganspace", "editor.attribute=beard"], "error: editor attribute 'beard' is not scored by metrics"),
+    (["editor=styleclip", "editor/clip=openai", "editor.clip.model=./no/such/clip"],
+     r"error: CLIP model directory no/such/clip does not exist: set editor.clip.model"),
 ])
 def test_bad_editor_settings_fail_before_any_work_in_one_line(tmp_path, overrides, message):
     out = tmp_path / "run"

@@ -1,6 +1,7 @@
 """Generator speed: forward and forward+backward milliseconds per image.
 
     python -m pti_lab.bench.generator [--sizes 64 128 256] [--batches 1 8] [--threads 2]
+    python -m pti_lab.bench.generator --synthfaces    # the shipped synthfaces generator (target: <= 25 ms)
 
 Architectures as in the official comparison: z = w = 512, 8 mapping layers, channel_base 32768,
 channel_max 256 at 64 px and 512 above. Forward+backward is what generator tuning does: the loss
@@ -14,10 +15,10 @@ import time
 
 import torch
 
-from pti_lab.models import Generator
+from pti_lab.models import Generator, make_generator
 
 
-def make_generator(resolution: int) -> Generator:
+def official_architecture(resolution: int) -> Generator:
     channel_max = 256 if resolution <= 64 else 512
     return Generator(512, 0, 512, resolution, 3, mapping_kwargs=dict(num_layers=8),
                      synthesis_kwargs=dict(channel_base=32768, channel_max=channel_max)).eval()
@@ -38,9 +39,9 @@ def time_ms(fn, warmup: int, reps: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def bench(resolution: int, batch: int, device: torch.device, warmup: int, reps: int) -> tuple[float, float]:
+def bench(G: Generator, batch: int, device: torch.device, warmup: int, reps: int) -> tuple[float, float]:
     torch.manual_seed(0)
-    G = make_generator(resolution).to(device)
+    G = G.to(device)
     ws = G.mapping(torch.randn(batch, G.z_dim, device=device), None).detach()
 
     def forward():
@@ -64,16 +65,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--reps", type=int, default=5, help="timed runs per number")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--synthfaces", action="store_true", help="time the shipped synthfaces generator instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     print(f"torch {torch.__version__}, device {device}, {args.threads} threads; ms per image (median of {args.reps})")
+    if args.synthfaces:
+        G = make_generator(None).float().eval()
+        print(f"synthfaces generator: {G.img_resolution} px, {sum(p.numel() for p in G.parameters()):,} parameters")
+        print(f"{'batch':>5} {'forward':>9} {'fwd+bwd':>9}")
+        for batch in args.batches:
+            fwd, fwd_bwd = bench(G, batch, device, warmup=3, reps=args.reps)
+            print(f"{batch:>5} {fwd:>9.1f} {fwd_bwd:>9.1f}", flush=True)
+        return
     print(f"{'size':>5} {'batch':>5} {'channel_max':>11} {'forward':>9} {'fwd+bwd':>9}")
     for resolution in args.sizes:
         for batch in args.batches:
             reps = args.reps if resolution * batch <= 1024 else max(2, args.reps // 2)
-            fwd, fwd_bwd = bench(resolution, batch, device, warmup=2, reps=reps)
+            fwd, fwd_bwd = bench(official_architecture(resolution), batch, device, warmup=2, reps=reps)
             channel_max = 256 if resolution <= 64 else 512
             print(f"{resolution:>5} {batch:>5} {channel_max:>11} {fwd:>9.1f} {fwd_bwd:>9.1f}", flush=True)
 

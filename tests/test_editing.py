@@ -159,6 +159,15 @@ def test_interfacegan_moves_ws_along_the_boundary_on_the_chosen_layers(G, faces)
         InterfaceGANEditor(direction="smile", strengths=[1], layers=[2, 50]).prepare(G)
 
 
+def test_boundaries_of_another_generator_are_warned_about(G, caplog):
+    InterfaceGANEditor(direction="smile", strengths=[1]).prepare(G)
+    assert "fitted on another generator" not in caplog.text  # the shipped boundaries fit the shipped G
+    torch.manual_seed(1)
+    other = Generator(G.z_dim, 0, G.w_dim, 16, 3, synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    InterfaceGANEditor(direction="smile", strengths=[1]).prepare(other)
+    assert "boundaries shipped with synthfaces were fitted on another generator" in caplog.text
+
+
 def test_conditional_direction_is_orthogonal_to_the_conditions(G):
     smile, yaw, age = (load_direction(name, G.w_dim) for name in ("smile", "yaw", "age"))
     conditioned = conditional_direction(smile, [yaw, age])

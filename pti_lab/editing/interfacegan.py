@@ -10,15 +10,19 @@ ws + t * n for each strength t, optionally only on a range of ws rows, and optio
     'editor.layers=[0,6]'                     # coarse layers only
 """
 
+import logging
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
-from pti_lab.editing.directions import boundary_names, is_file_reference, load_direction
+from pti_lab.editing.directions import boundary_names, is_file_reference, load_direction, read_boundaries
 from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
+from pti_lab.models.delta import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
+
+log = logging.getLogger(__name__)
 
 
 def conditional_direction(direction: torch.Tensor, conditions: list[torch.Tensor]) -> torch.Tensor:
@@ -70,6 +74,11 @@ class InterfaceGANEditor(Editor):
         self.mask: Optional[torch.Tensor] = None           # [1, num_ws, 1]
 
     def prepare(self, G: Generator) -> None:
+        if any(not is_file_reference(name) for name in [*self.directions, *self.condition]):
+            fitted_on = read_boundaries(self.boundaries).get("generator_fingerprint")
+            if fitted_on and fitted_on != generator_fingerprint(G):
+                log.warning("editor: the boundaries %s were fitted on another generator (%s...); their edits may "
+                            "not mean what their names say", self.boundaries or "shipped with synthfaces", fitted_on[:12])
         conditions = [load_direction(name, G.w_dim, self.boundaries) for name in self.condition]
         self.vectors = [conditional_direction(load_direction(d, G.w_dim, self.boundaries), conditions)
                         for d in self.directions]

@@ -27,6 +27,7 @@ from pti_lab.editing.directions import PCA, load_pca
 from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
 from pti_lab.inversion.w_stats import fingerprint
+from pti_lab.models import make_generator
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.weights import cache_dir
 
@@ -129,8 +130,6 @@ class GANSpaceEditor(Editor):
 
 
 def main(argv: Optional[list] = None) -> int:
-    from pti_lab.models import make_generator
-
     parser = argparse.ArgumentParser(prog="python -m pti_lab.editing.ganspace", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="where to write the PCA (official ffhq_pca.pt layout)")
     parser.add_argument("--generator", default=None, help="checkpoint (default: shipped synthfaces)")

@@ -54,9 +54,11 @@ class EditMetrics:
 
     def check_attributes(self, names: tuple) -> None:
         """Fail before any work when an edit aims at an attribute the scorer does not know."""
+        if self.scorer is None:
+            return
         known = self.known_attributes()
         for name in names:
-            if self.scorer is not None and name not in known:
+            if name not in known:
                 raise BadInputError(f"editor attribute {name!r} is not scored by metrics "
                                     f"({type(self.scorer).__name__}); available: {', '.join(known)} "
                                     f"(set editor.attribute, or metrics=none)")

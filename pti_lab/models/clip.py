@@ -119,8 +119,7 @@ class HuggingFaceCLIP(nn.Module):
             raise BadInputError(f"HuggingFaceCLIP: model must be a directory or a hub name, got {model!r}")
         self.name = str(model)
         try:
-            import transformers  # noqa: F401  (lazy: an optional dependency)
-            from transformers import CLIPModel, CLIPTokenizer
+            from transformers import CLIPModel, CLIPTokenizer  # lazy: an optional dependency
         except ImportError as exc:
             raise WeightsNotFoundError(
                 f"CLIP model {self.name!r} needs the transformers package ({one_line(exc)}): "

@@ -40,16 +40,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pti_lab.atomic import write_text
 from pti_lab.synthfaces.clip import CLIP_FILE, Tokenizer, TinyCLIP, load_clip
 from pti_lab.synthfaces.params import (
     ATTRIBUTES, EXTRA_FLAGS, EXTRA_STYLES, FIELDS, HAIR_STYLES, INDEX, NAMES, hair_style_of, sample_params,
 )
-from pti_lab.synthfaces.predictor import SIZE, save_weights
+from pti_lab.synthfaces.predictor import SIZE
 from pti_lab.synthfaces.render import render
 from pti_lab.synthfaces.train_predictor import (
-    autocast, batch_seed, batch_stream, cosine_lr, default_workers, degrade, describe_device, identity_groups,
-    pick_device, ship, to_network_images,
+    autocast, batch_seed, batch_stream, cosine_lr, default_workers, degrade, identity_groups, pick_device,
+    save_result, ship, to_network_images, training_arguments,
 )
 
 EVAL_SEED = 9200
@@ -452,31 +451,19 @@ def train(
                   f"(contrastive {losses['contrastive'].item():.4f} params {losses['params'].item():.4f}) temperature {1 / model.log_scale.exp().item():.4f}", flush=True)
     seconds = time.perf_counter() - start
     del batches  # stops the render workers before the evaluation renders
-    metrics = evaluate(model, eval_sets, eval_faces)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(out_dir / CLIP_FILE, "clip", model)
-    report = {"seed": seed, "init": str(init) if init else None, "steps": step, "images": step * batch, "seconds": round(seconds, 1),
-              "device": describe_device(device), "first_loss": history[0], "last_loss": float(np.mean(history[-20:])),
-              "metrics": metrics}
-    write_text(out_dir / "clip.json", json.dumps(report, indent=1) + "\n")
-    return report
+    return save_result(out_dir, CLIP_FILE, "clip", model, seed, step, step * batch, seconds, device, history,
+                       evaluate(model, eval_sets, eval_faces), init=str(init) if init else None)
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pti_lab.synthfaces.train_clip", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="output folder for clip.pt and clip.json")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch seed")
-    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock training time")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
-    parser.add_argument("--workers", type=int, default=None, help="render processes (default: cores - 1)")
+    training_arguments(parser, CLIP_FILE)
     parser.add_argument("--batch", type=int, default=None, help="renders per batch (default: 512 CUDA, 128 CPU)")
     parser.add_argument("--pair-fraction", type=float, default=0.5, help="share of each batch in contrast pairs")
     parser.add_argument("--params-weight", type=float, default=1.0, help="weight of the params-head loss")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     parser.add_argument("--init", type=Path, default=None, help="clip.pt to fine-tune instead of training from scratch")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--ship", action="store_true", help="also record clip.pt in the package's weights manifest")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     report = train(args.out, args.seed, args.minutes, args.device, args.workers, args.batch, args.pair_fraction,

@@ -106,6 +106,29 @@ def ship(filename: str, out_dir: Path, module: str, argv: list, report: dict) ->
     print(f"shipped {filename} -> {shipped.WEIGHTS_DIR / filename}")
 
 
+def save_result(out_dir: Path, filename: str, kind: str, network: torch.nn.Module, seed: int, steps: int,
+                images: int, seconds: float, device: torch.device, history: list, metrics: dict, **extra) -> dict:
+    """Write the trained network as out_dir/filename and its report as out_dir/<kind>.json; return the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(out_dir / filename, kind, network)
+    report = {"seed": seed, **extra, "steps": steps, "images": images, "seconds": round(seconds, 1),
+              "device": describe_device(device), "first_loss": history[0], "last_loss": float(np.mean(history[-20:])),
+              "metrics": metrics}
+    write_text(out_dir / f"{kind}.json", json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def training_arguments(parser: argparse.ArgumentParser, weights: str) -> None:
+    """The command-line options every synthfaces training script shares."""
+    parser.add_argument("--out", type=Path, required=True, help=f"output folder for {weights} and its report")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch seed")
+    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock training time")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
+    parser.add_argument("--workers", type=int, default=None, help="render processes (default: cores - 1)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    parser.add_argument("--ship", action="store_true", help=f"also record {weights} in the package's weights manifest")
+
+
 def default_workers() -> int:
     """Render processes: every core but the one that drives the training loop (at least one)."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -298,26 +321,14 @@ def train(
             print(f"step {step} {last_log - start:.0f}s {rate:.0f} img/s loss {loss.item():.4f} ({terms})", flush=True)
     seconds = time.perf_counter() - start
     del batches  # stops the render workers before the evaluation renders
-    metrics = evaluate(net, device, eval_count)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(out_dir / PREDICTOR_FILE, "predictor", net)
-    report = {"seed": seed, "steps": step, "images": step * groups * views, "seconds": round(seconds, 1),
-              "device": describe_device(device), "first_loss": history[0], "last_loss": float(np.mean(history[-20:])),
-              "metrics": metrics}
-    write_text(out_dir / "predictor.json", json.dumps(report, indent=1) + "\n")
-    return report
+    return save_result(out_dir, PREDICTOR_FILE, "predictor", net, seed, step, step * groups * views, seconds, device,
+                       history, evaluate(net, device, eval_count))
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pti_lab.synthfaces.train_predictor", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="output folder for predictor.pt and predictor.json")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch seed")
-    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock training time")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
-    parser.add_argument("--workers", type=int, default=None, help="render processes (default: cores - 1)")
+    training_arguments(parser, PREDICTOR_FILE)
     parser.add_argument("--groups", type=int, default=None, help="identities per batch (default: 128 CUDA, 32 CPU)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--ship", action="store_true", help="also record predictor.pt in the package's weights manifest")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     report = train(args.out, args.seed, args.minutes, args.device, args.workers, args.groups, max_steps=args.max_steps)

@@ -12,6 +12,9 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from pti_lab import pipeline  # after Hydra has parsed the command line: --help stays fast
     from pti_lab.errors import PTILabError
+    from pti_lab.runtime import keep_freed_memory
+
+    keep_freed_memory()
 
     try:
         pipeline.run(cfg)

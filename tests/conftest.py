@@ -4,8 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from pti_lab.runtime import keep_freed_memory
+
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+keep_freed_memory()  # as the entry points do
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -16,6 +16,7 @@ import time
 import torch
 
 from pti_lab.models import Generator, make_generator
+from pti_lab.runtime import keep_freed_memory
 
 
 def official_architecture(resolution: int) -> Generator:
@@ -66,11 +67,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed runs per number")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--synthfaces", action="store_true", help="time the shipped synthfaces generator instead")
+    parser.add_argument("--glibc-trim", action="store_true", help="keep glibc's default trimming (no keep_freed_memory)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    kept = not args.glibc_trim and keep_freed_memory()
 
-    print(f"torch {torch.__version__}, device {device}, {args.threads} threads; ms per image (median of {args.reps})")
+    print(f"torch {torch.__version__}, device {device}, {args.threads} threads, freed memory kept: {kept}; "
+          f"ms per image (median of {args.reps})")
     if args.synthfaces:
         G = make_generator(None).float().eval()
         print(f"synthfaces generator: {G.img_resolution} px, {sum(p.numel() for p in G.parameters()):,} parameters")

@@ -21,6 +21,7 @@ from pti_lab.inversion import WInverter, WPlusInverter
 from pti_lab.inversion.w_stats import OFFICIAL_SEED, compute_w_stats, fingerprint
 from pti_lab.models import Generator
 from pti_lab.models.lpips import ProjectorDistance
+from pti_lab.runtime import keep_freed_memory
 
 
 def make_generator(resolution: int) -> Generator:
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 

@@ -14,6 +14,7 @@ import time
 import torch
 
 from pti_lab.models.lpips import LPIPS
+from pti_lab.runtime import keep_freed_memory
 
 
 def sync(device: torch.device) -> None:
@@ -47,6 +48,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="image sizes (px)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes")
     args = parser.parse_args()
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")

@@ -18,6 +18,7 @@ from pti_lab.data import SynthfacesTestSet
 from pti_lab.inversion import WInverter
 from pti_lab.inversion.w_stats import compute_w_stats
 from pti_lab.models import LPIPS, load_generator, make_generator
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.tuning import PivotalTuner
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--tuning-steps", type=int, default=350)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
 
     start = time.perf_counter()

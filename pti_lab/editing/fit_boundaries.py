@@ -31,6 +31,7 @@ from pti_lab.metrics.editing import attribute_scores
 from pti_lab.models import make_generator
 from pti_lab.models.delta import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.synthfaces import weights as shipped
 from pti_lab.synthfaces.predictor import AttributePredictor
 
@@ -121,6 +122,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs") / BOUNDARIES_FILE)
     parser.add_argument("--ship", action="store_true", help="also ship the file in pti_lab/synthfaces/weights")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not 0 < args.ratio <= 0.5 or args.samples * args.ratio < 10:
         parser.error("need 0 < --ratio <= 0.5 and at least 10 latents per side (--samples x --ratio)")

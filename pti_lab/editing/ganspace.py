@@ -29,6 +29,7 @@ from pti_lab.errors import BadInputError
 from pti_lab.inversion.w_stats import fingerprint
 from pti_lab.models import make_generator
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.weights import cache_dir
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--components", type=int, default=80)
     args = parser.parse_args(argv)
+    keep_freed_memory()
     G = make_generator(args.generator)
     pca = fit_pca(G, args.samples, args.seed, components=args.components)
     with atomic_path(args.out) as tmp:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.synthfaces.clip import CLIP_FILE, Tokenizer, TinyCLIP, load_clip
 from pti_lab.synthfaces.params import (
     ATTRIBUTES, EXTRA_FLAGS, EXTRA_STYLES, FIELDS, HAIR_STYLES, INDEX, NAMES, hair_style_of, sample_params,
@@ -466,6 +467,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--init", type=Path, default=None, help="clip.pt to fine-tune instead of training from scratch")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    keep_freed_memory()
     report = train(args.out, args.seed, args.minutes, args.device, args.workers, args.batch, args.pair_fraction,
                    args.params_weight, args.lr, args.warmup, args.init, max_steps=args.max_steps)
     print(json.dumps(report, indent=1))

@@ -47,6 +47,7 @@ from pti_lab.inversion.projector import WInverter
 from pti_lab.models.checkpoints import load_generator, save_generator
 from pti_lab.models.lpips import LPIPS
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.synthfaces import weights as shipped
 from pti_lab.synthfaces.params import IN_DOMAIN, sample_params, standardise
 from pti_lab.synthfaces.render import render
@@ -305,6 +306,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: cores - 1 on CUDA, 0 on CPU)")
     parser.add_argument("--invert", type=int, default=INVERT_COUNT, help="test images per set inverted in W by the report (0: none)")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     if args.out is not None and args.report is not None:
         parser.error("--out trains and then reports: give --out or --report, not both")
     if args.out is None and args.report is None and args.ship is None:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pti_lab.atomic import write_text
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.synthfaces import weights as shipped
 from pti_lab.synthfaces.params import ATTRIBUTES, EXTRAS, FIELDS, IDENTITY, INDEX, sample_params
 from pti_lab.synthfaces.predictor import (
@@ -331,6 +332,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--groups", type=int, default=None, help="identities per batch (default: 128 CUDA, 32 CPU)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    keep_freed_memory()
     report = train(args.out, args.seed, args.minutes, args.device, args.workers, args.groups, max_steps=args.max_steps)
     print(json.dumps(report, indent=1))
     if args.ship:

@@ -25,7 +25,12 @@ Trained by InfoNCE alone (--pair-fraction 0 --params-weight 0; 5.5 min on an H10
 learns the easy facts (backdrop, hair, extras): the image features keep no trace of a smile or
 wrinkles (linear-probe R^2 ~ 0) and "a smiling face" and "a face that is not smiling" get nearly
 the same text embedding (cosine 0.993).
---init fine-tunes an existing clip.pt (its vocabulary is kept). Batch b uses sampler seed
+The image tower starts from the attribute/identity predictor's encoder (--image-init, default the
+shipped predictor.pt; `none` starts from random weights), the recipe of locked-image tuning (LiT)
+without the lock: trained by InfoNCE from random weights, even with the pairs and the params head,
+the image features of a face smiling and not smiling stay at cosine 0.995 after 47 k images; from
+the predictor's encoder the smile prompt pair reaches 0.95 in 3 CPU minutes.
+--init fine-tunes an existing clip.pt instead (its vocabulary is kept). Batch b uses sampler seed
 (seed + 1) * 10**7 + b; the held-out evaluation uses seeds 9200-9299.
 """
 
@@ -40,17 +45,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pti_lab.errors import BadInputError
 from pti_lab.runtime import keep_freed_memory
+from pti_lab.synthfaces import weights as shipped
 from pti_lab.synthfaces.clip import CLIP_FILE, Tokenizer, TinyCLIP, load_clip
 from pti_lab.synthfaces.params import (
     ATTRIBUTES, EXTRA_FLAGS, EXTRA_STYLES, FIELDS, HAIR_STYLES, INDEX, NAMES, hair_style_of, sample_params,
 )
-from pti_lab.synthfaces.predictor import SIZE
+from pti_lab.synthfaces.predictor import PREDICTOR_FILE, SIZE, load_predictor
 from pti_lab.synthfaces.render import render
 from pti_lab.synthfaces.train_predictor import (
     autocast, batch_seed, batch_stream, cosine_lr, default_workers, degrade, identity_groups, pick_device,
     save_result, ship, to_network_images, training_arguments,
 )
+from pti_lab.weights import sha256_of
 
 EVAL_SEED = 9200
 
@@ -401,6 +409,19 @@ def evaluate(model: TinyCLIP, sets: int = 10, faces: int = 200) -> dict:
     return {name: round(value, 4) for name, value in metrics.items()}
 
 
+def start_image_tower(model: TinyCLIP, image_init: str) -> str:
+    """Copy the encoder of predictor weights `image_init` ('predictor': the shipped predictor.pt) into
+    the image tower; returns the file's sha256, for the report."""
+    path = shipped.path_of(PREDICTOR_FILE) if image_init == "predictor" else Path(image_init)
+    encoder = load_predictor(str(path)).encoder
+    try:
+        model.image_encoder.load_state_dict(encoder.state_dict())
+    except RuntimeError as exc:
+        raise BadInputError(f"{path}: the predictor's encoder does not fit the image tower "
+                            f"({str(exc).splitlines()[0]})") from None
+    return sha256_of(path)
+
+
 # ----------------------------------------------------------------------------
 
 
@@ -416,15 +437,21 @@ def train(
     lr: float = 1e-3,                # AdamW peak learning rate
     warmup: int = 200,               # learning-rate warm-up steps
     init: Optional[Path] = None,     # clip.pt to fine-tune instead of starting from scratch
+    image_init: Optional[str] = "predictor",  # predictor weights whose encoder starts the image tower
+                                              # ('predictor': the shipped file, None: random; not with init)
     eval_sets: int = 10,             # retrieval sets of 100 held-out faces
     eval_faces: int = 200,           # held-out faces per prompt pair
-    max_steps: Optional[int] = None, # stop after this many steps even if time is left (smoke tests)
+    max_steps: Optional[int] = None, # stop after this many steps; the lr schedule then runs over steps
     log_every: float = 30.0,         # seconds between progress lines
 ) -> dict:
     device = pick_device(device)
     torch.manual_seed(seed)
     batch = batch or (512 if device.type == "cuda" else 128)
-    model = load_clip(str(init)).train().requires_grad_(True) if init else TinyCLIP(vocabulary())
+    if init:
+        model, image_init_sha256 = load_clip(str(init)).train().requires_grad_(True), None
+    else:
+        model = TinyCLIP(vocabulary())
+        image_init_sha256 = start_image_tower(model, image_init) if image_init else None
     model.to(device).image_encoder.to(memory_format=torch.channels_last)
     params_head = torch.nn.Linear(model.config["feature_dim"], len(PARAMS_COLUMNS)).to(device)
     optimizer = torch.optim.AdamW([*model.parameters(), *params_head.parameters()], lr=lr, weight_decay=1e-4)
@@ -439,7 +466,7 @@ def train(
         losses = clip_losses(model, params_head, images, ids.to(device), params.to(device))
         loss = losses["contrastive"] + params_weight * losses["params"]
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(lr, step, elapsed / budget, warmup)
+            group["lr"] = cosine_lr(lr, step, step / max_steps if max_steps else elapsed / budget, warmup)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -453,7 +480,8 @@ def train(
     seconds = time.perf_counter() - start
     del batches  # stops the render workers before the evaluation renders
     return save_result(out_dir, CLIP_FILE, "clip", model, seed, step, step * batch, seconds, device, history,
-                       evaluate(model, eval_sets, eval_faces), init=str(init) if init else None)
+                       evaluate(model, eval_sets, eval_faces), init=str(init) if init else None,
+                       image_init=None if init else image_init, image_init_sha256=image_init_sha256)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -465,11 +493,14 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     parser.add_argument("--init", type=Path, default=None, help="clip.pt to fine-tune instead of training from scratch")
+    parser.add_argument("--image-init", default="predictor",
+                        help="predictor.pt whose encoder starts the image tower: 'predictor' (the shipped one), a path, or 'none'")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     keep_freed_memory()
     report = train(args.out, args.seed, args.minutes, args.device, args.workers, args.batch, args.pair_fraction,
-                   args.params_weight, args.lr, args.warmup, args.init, max_steps=args.max_steps)
+                   args.params_weight, args.lr, args.warmup, args.init,
+                   None if args.image_init == "none" else args.image_init, max_steps=args.max_steps)
     print(json.dumps(report, indent=1))
     if args.ship:
         ship(CLIP_FILE, args.out, "pti_lab.synthfaces.train_clip", argv, report)

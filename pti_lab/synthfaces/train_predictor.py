@@ -126,7 +126,8 @@ def training_arguments(parser: argparse.ArgumentParser, weights: str) -> None:
     parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock training time")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: cores - 1)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop after this many steps; the lr schedule then runs over steps, not minutes")
     parser.add_argument("--ship", action="store_true", help=f"also record {weights} in the package's weights manifest")
 
 
@@ -291,7 +292,7 @@ def train(
     lr: float = 2e-3,                # AdamW peak learning rate
     temperature: float = 0.1,        # SupCon temperature
     eval_count: int = 1000,          # held-out renders per attribute evaluation
-    max_steps: Optional[int] = None, # stop after this many steps even if time is left (smoke tests)
+    max_steps: Optional[int] = None, # stop after this many steps; the lr schedule then runs over steps
     log_every: float = 30.0,         # seconds between progress lines
 ) -> dict:
     device = pick_device(device)
@@ -309,7 +310,7 @@ def train(
         losses = predictor_losses(net, images, params.to(device), labels.to(device), temperature)
         loss = losses["identity"] + losses["attributes"] + 0.5 * losses["traits"]
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(lr, step, elapsed / budget)
+            group["lr"] = cosine_lr(lr, step, step / max_steps if max_steps else elapsed / budget)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

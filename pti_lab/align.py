@@ -298,6 +298,9 @@ def main(argv: Optional[list] = None) -> int:
         print(f"skipped {entry['image']}: {entry['reason']}", file=sys.stderr)
     print(f"{len(report['aligned'])} aligned, {len(report['skipped'])} skipped -> {args.out_dir} "
           f"(report: {args.out_dir / REPORT_NAME})")
+    if not report["aligned"]:  # a script chaining align -> run.py must not go on with an empty folder
+        print(f"error: {args.in_dir}: no image was aligned", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -93,6 +93,16 @@ def test_align_folder_leaves_nothing_half_written(tmp_path, astronaut, monkeypat
     assert list(out_dir.iterdir()) == []
 
 
+def test_align_folder_with_nothing_aligned_fails(tmp_path, capsys):
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    PIL.Image.new("L", (256, 256), 90).save(in_dir / "blank.png")
+    assert main([str(in_dir), str(tmp_path / "out"), "--size", "64"]) == 1
+    assert f"error: {in_dir}: no image was aligned" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), str(tmp_path / "out2")]) == 1
+
+
 def test_align_folder_refuses_same_folder(tmp_path):
     assert main([str(tmp_path), str(tmp_path)]) == 2
     assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2

@@ -14,8 +14,8 @@ def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 
 
     By default glibc serves large blocks with fresh mappings and trims the heap eagerly, so most
     tensors of a small model land on untouched pages and page-fault on first write. Measured on the
-    synthfaces generator (batch 1, forward+backward, 2 threads): 1270 page faults and about 3 ms of
-    a 24 ms step; with these settings 0 faults. Blocks under `mmap_threshold` come from the heap, and
+    synthfaces generator (batch 1, forward+backward): 1200-2600 page faults and about 3 ms of a
+    24 ms step; with these settings 0-60 faults. Blocks under `mmap_threshold` come from the heap, and
     up to `trim_threshold` bytes of freed heap stay mapped. Returns False, changing nothing, where
     the C library has no mallopt (not glibc).
     """

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -106,6 +107,33 @@ def test_record_merges_metrics_of_the_same_bytes_and_replaces_new_bytes(tmp_path
     manifest = json.loads((folder / weights.MANIFEST).read_text())
     assert list(manifest["files"]) == ["net.pt"]
     assert weights.path_of("net.pt", folder).read_bytes() == b"second"
+
+
+def test_file_built_from_a_replaced_file_warns(tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / weights.MANIFEST).write_text(json.dumps({"format": weights.FORMAT, "version": weights.FORMAT_VERSION,
+                                                       "files": {}}))
+    source, built = tmp_path / "source.pt", tmp_path / "built.pt"
+    source.write_bytes(b"first")
+    built.write_bytes(b"built")
+    first = weights.record("source.pt", source, command="python -m train_source", folder=folder)
+    weights.record("built.pt", built, command="python -m train_built", built_from={"source.pt": first["sha256"]},
+                   folder=folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weights.path_of("built.pt", folder)  # still the source it was built from: no warning
+    source.write_bytes(b"second")
+    weights.record("source.pt", source, command="python -m train_source", folder=folder)
+    with pytest.warns(UserWarning, match=r"built\.pt were built from another source\.pt .*python -m train_built"):
+        weights.path_of("built.pt", folder)
+
+
+def test_shipped_files_were_built_from_the_shipped_ones():
+    files = weights.read_manifest()["files"]
+    assert files["clip.pt"]["built_from"] == {"predictor.pt": files["predictor.pt"]["sha256"]}
+    assert files["boundaries.pt"]["built_from"] == {name: files[name]["sha256"]
+                                                   for name in ("generator.pt", "predictor.pt")}
 
 
 def test_training_loop_reduces_the_loss(tmp_path):

@@ -33,7 +33,7 @@ from pti_lab.models.delta import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.runtime import keep_freed_memory
 from pti_lab.synthfaces import weights as shipped
-from pti_lab.synthfaces.predictor import AttributePredictor
+from pti_lab.synthfaces.predictor import PREDICTOR_FILE, AttributePredictor
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,11 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  {key}: {value}")
     if args.ship:
         command = " ".join(["python -m pti_lab.editing.fit_boundaries", *(argv if argv is not None else sys.argv[1:])])
+        files = shipped.read_manifest()["files"]
+        built_from = {name: files[name]["sha256"] for name, given in
+                      ((shipped.GENERATOR_FILE, args.generator), (PREDICTOR_FILE, args.predictor)) if given is None}
         shipped.record(BOUNDARIES_FILE, args.out, command=command, seed=args.seed,
-                       minutes=round(metrics["seconds"] / 60, 1), device="cpu", metrics=metrics)
+                       minutes=round(metrics["seconds"] / 60, 1), device="cpu", metrics=metrics, built_from=built_from)
         print(f"shipped -> {shipped.WEIGHTS_DIR / BOUNDARIES_FILE}")
     return 0
 

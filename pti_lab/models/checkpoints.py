@@ -508,4 +508,4 @@ def make_generator(path: Optional[str] = None, architecture: Optional[dict] = No
         return G.eval().requires_grad_(False).to(device)
     from pti_lab.synthfaces import weights  # the embedded domain depends on models, not the reverse
 
-    return load_generator(weights.path_of("generator.pt"), device)
+    return load_generator(weights.path_of(weights.GENERATOR_FILE), device)

@@ -503,7 +503,8 @@ def main(argv: Optional[list] = None) -> int:
                    None if args.image_init == "none" else args.image_init, max_steps=args.max_steps)
     print(json.dumps(report, indent=1))
     if args.ship:
-        ship(CLIP_FILE, args.out, "pti_lab.synthfaces.train_clip", argv, report)
+        built_from = {PREDICTOR_FILE: report["image_init_sha256"]} if report["image_init"] == "predictor" else None
+        ship(CLIP_FILE, args.out, "pti_lab.synthfaces.train_clip", argv, report, built_from)
     return 0
 
 

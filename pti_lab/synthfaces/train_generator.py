@@ -55,8 +55,8 @@ from pti_lab.synthfaces.testsets import make_testset, preview_grid
 from pti_lab.synthfaces.train_predictor import (
     batch_seed, batch_stream, cosine_lr, default_workers, pick_device, to_network_images,
 )
+from pti_lab.synthfaces.weights import GENERATOR_FILE
 
-GENERATOR_FILE = "generator.pt"
 TRAINING_JSON = "training.json"  # the run's summary and the command that rebuilds it
 REPORT_JSON = "report.json"      # the quality numbers
 RESOLUTION = 64

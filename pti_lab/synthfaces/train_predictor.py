@@ -99,11 +99,14 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def ship(filename: str, out_dir: Path, module: str, argv: list, report: dict) -> None:
-    """Record out_dir/filename in the package's weights and manifest with the command that rebuilt it."""
+def ship(filename: str, out_dir: Path, module: str, argv: list, report: dict,
+         built_from: Optional[dict] = None) -> None:
+    """Record out_dir/filename in the package's weights and manifest with the command that rebuilt it
+    (and the shipped files it was built from, {name: sha256})."""
     command = " ".join(["python -m", module] + [str(arg) for arg in argv])
     shipped.record(filename, out_dir / filename, command=command, seed=report["seed"],
-                   minutes=round(report["seconds"] / 60, 2), device=report["device"], metrics=report["metrics"])
+                   minutes=round(report["seconds"] / 60, 2), device=report["device"], metrics=report["metrics"],
+                   built_from=built_from)
     print(f"shipped {filename} -> {shipped.WEIGHTS_DIR / filename}")
 
 

@@ -6,8 +6,11 @@
                    minutes=8.0, device="cuda", metrics={"recon_lpips_indomain": 0.07})
 
 The manifest holds, per file: sha256, bytes, the command that rebuilds it, seed, minutes, device,
-metrics (measured quality numbers) and when it was recorded. Loading needs no network: a missing
-or corrupted file is a one-line error naming the file and the command that rebuilds it.
+metrics (measured quality numbers), when it was recorded, and built_from: the sha256 of each shipped
+file it was trained or fitted from (the CLIP and the boundaries from the predictor, the boundaries
+from the generator). Loading needs no network: a missing or corrupted file is a one-line error
+naming the file and the command that rebuilds it; a file built from another version of a shipped
+file than the one there now loads with a warning naming its rebuild command.
 
 `record` copies the file into the weights folder and updates the manifest atomically, under a lock
 on the folder, so the training scripts of all the domain's networks can record side by side. The
@@ -20,6 +23,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -30,6 +34,7 @@ from pti_lab.weights import sha256_of
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped inside the package
 MANIFEST = "manifest.json"
+GENERATOR_FILE = "generator.pt"  # the synthfaces StyleGAN2 (python -m pti_lab.synthfaces.train_generator)
 FORMAT = "pti-lab/synthfaces-weights"
 FORMAT_VERSION = 1
 
@@ -79,6 +84,11 @@ def path_of(name: str, folder: Optional[os.PathLike] = None) -> Path:
     if digest != entry["sha256"]:
         raise CheckpointError(f"synthfaces weights {path}: sha256 {digest[:16]}... does not match the manifest's "
                               f"{entry['sha256'][:16]}... (corrupted or replaced); {rebuild}")
+    files = read_manifest(folder)["files"]
+    for source, source_digest in entry.get("built_from", {}).items():
+        if files.get(source, {}).get("sha256") != source_digest:
+            warnings.warn(f"synthfaces weights {name} were built from another {source} than the one shipped now; "
+                          f"{rebuild}", stacklevel=2)
     return path
 
 
@@ -102,6 +112,7 @@ def record(
     minutes: Optional[float] = None,        # training wall time
     device: Optional[str] = None,           # what it was trained on, e.g. 'cuda (NVIDIA H100)' or 'cpu (2 threads)'
     metrics: Optional[dict] = None,         # measured quality numbers, merged into the entry's metrics
+    built_from: Optional[dict] = None,      # {shipped file: sha256} this one was trained or fitted from
     folder: Optional[os.PathLike] = None,   # weights folder (default: the package's)
 ) -> dict:
     """Ship `source` as `name` and write its manifest entry atomically; returns the entry."""
@@ -126,6 +137,8 @@ def record(
                 shutil.copyfile(source, tmp)
         entry.update(sha256=digest, bytes=target.stat().st_size, recorded=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         entry["metrics"] = {**entry.get("metrics", {}), **(metrics or {})}
+        if built_from:
+            entry["built_from"] = dict(sorted(built_from.items()))
         manifest["files"][name] = dict(sorted(entry.items()))
         manifest["files"] = dict(sorted(manifest["files"].items()))
         write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")

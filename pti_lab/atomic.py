@@ -4,7 +4,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import torch
 
 
 def _default_file_mode() -> int:
@@ -34,4 +36,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save `obj` to `path` atomically, through a file object: given a path, torch names the
+    archive's root folder after the file, here a random temporary name, so equal tensors would give
+    different bytes; through a file object the folder is always 'archive', and a retrained file with
+    the same weights has the same sha256."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
     return Path(path)

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pti_lab.atomic import atomic_path
+from pti_lab.atomic import save_torch
 from pti_lab.editing.directions import BOUNDARIES_FILE, BOUNDARIES_KIND
 from pti_lab.metrics.editing import attribute_scores
 from pti_lab.models import make_generator
@@ -107,9 +107,8 @@ def fit_all(G: Generator, scorer, samples: int, ratio: float, seed: int) -> tupl
 
 
 def save_boundaries(path: Path, boundaries: dict, G: Generator, metrics: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"kind": BOUNDARIES_KIND, "generator_fingerprint": generator_fingerprint(G),
-                    "boundaries": boundaries, "metrics": metrics}, tmp)
+    save_torch({"kind": BOUNDARIES_KIND, "generator_fingerprint": generator_fingerprint(G),
+                "boundaries": boundaries, "metrics": metrics}, path)
 
 
 def main(argv: Optional[list] = None) -> int:

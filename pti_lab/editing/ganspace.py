@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pti_lab.atomic import atomic_path
+from pti_lab.atomic import save_torch
 from pti_lab.editing.directions import PCA, load_pca
 from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
@@ -76,8 +76,7 @@ def cached_pca(G: Generator, num_samples: int, seed: int) -> PCA:
         except Exception as error:  # a damaged cache file is recomputed, never fatal
             log.warning("ganspace: ignoring unreadable cache file %s (%s)", path, error)
     pca = fit_pca(G, num_samples, seed)
-    with atomic_path(path) as tmp:
-        torch.save(pca.to_official(), tmp)
+    save_torch(pca.to_official(), path)
     return pca
 
 
@@ -141,8 +140,7 @@ def main(argv: Optional[list] = None) -> int:
     keep_freed_memory()
     G = make_generator(args.generator)
     pca = fit_pca(G, args.samples, args.seed, components=args.components)
-    with atomic_path(args.out) as tmp:
-        torch.save(pca.to_official(), tmp)
+    save_torch(pca.to_official(), args.out)
     explained = (pca.std[:10] ** 2 / (pca.std ** 2).sum()).tolist()
     print(f"wrote {args.out}: {len(pca.components)} components of W ({G.w_dim}-d); "
           f"variance shares (among those kept) of the first 10: {', '.join(f'{v:.3f}' for v in explained)}")

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pti_lab.atomic import atomic_path
+from pti_lab.atomic import save_torch
 from pti_lab.errors import BadInputError
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.weights import cache_dir
@@ -84,8 +84,7 @@ def cached_w_stats(
     if stats is None:
         stats = compute_w_stats(G, num_samples, seed)
         if path is not None:
-            with atomic_path(path) as tmp:
-                torch.save({"mean": stats.mean, "std": stats.std, "num_samples": num_samples, "seed": seed}, tmp)
+            save_torch({"mean": stats.mean, "std": stats.std, "num_samples": num_samples, "seed": seed}, path)
     MEMORY_CACHE[key] = stats
     return stats
 

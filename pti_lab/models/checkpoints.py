@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import torch
 
-from pti_lab.atomic import atomic_path
+from pti_lab.atomic import save_torch
 from pti_lab.errors import CheckpointError
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.safe_pickle import DATA_GLOBALS, SafeUnpickler
@@ -484,9 +484,7 @@ def save_generator(G: Generator, path: str | os.PathLike) -> Path:
     path = Path(path)
     payload = {"format": OWN_FORMAT, "version": OWN_FORMAT_VERSION, "init_kwargs": G.init_kwargs,
                "state_dict": {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    return save_torch(payload, path)
 
 
 def make_generator(path: Optional[str] = None, architecture: Optional[dict] = None, seed: int = 0,

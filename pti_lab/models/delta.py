@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from pti_lab.atomic import atomic_path
+from pti_lab.atomic import save_torch
 from pti_lab.errors import CheckpointError
 from pti_lab.models.checkpoints import build_generator
 from pti_lab.models.stylegan2 import Generator
@@ -98,8 +98,7 @@ def save_tuned(
     base_sha256 = base_sha256 or generator_fingerprint(base)
     payload = {"format": DELTA_FORMAT, "version": DELTA_FORMAT_VERSION, "base_sha256": base_sha256,
                "init_kwargs": base.init_kwargs, "dtype": str(dtype).removeprefix("torch."), "delta": delta}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
     return {"path": str(path), "base_sha256": base_sha256, "bytes": path.stat().st_size,
             "dtype": payload["dtype"], "tensors": len(delta), "tensors_total": len(tuned_state),
             "max_image_error": error}

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pti_lab.atomic import atomic_path
+from pti_lab.atomic import save_torch
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
 from pti_lab.imaging import check_images
 from pti_lab.models.identity import IdentityNetwork
@@ -134,8 +134,7 @@ def save_weights(path: Path, kind: str, network: nn.Module, **extra) -> None:
     """Write `network` as fp16 tensors (floating point only; BatchNorm counters stay integers)."""
     state = {key: value.detach().cpu().half() if value.is_floating_point() else value.detach().cpu()
              for key, value in network.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"kind": kind, "config": network.config, "state_dict": state, **extra}, tmp)
+    save_torch({"kind": kind, "config": network.config, "state_dict": state, **extra}, path)
 
 
 def read_weights(path: Optional[str], filename: str, kind: str, trainer: str) -> dict:

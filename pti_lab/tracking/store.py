@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pti_lab.atomic import atomic_path, write_text
+from pti_lab.atomic import atomic_path, save_torch, write_text
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,7 @@ class RunStore:
 
     def save_tensor(self, name: str, filename: str, tensor: torch.Tensor) -> Path:
         path = self.image_dir(name) / filename
-        with atomic_path(path) as tmp:
-            torch.save(tensor.detach().cpu(), tmp)
-        return path
+        return save_torch(tensor.detach().cpu(), path)
 
     # -- summary.json ---------------------------------------------------------------------------------
 

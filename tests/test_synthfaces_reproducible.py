@@ -12,10 +12,7 @@ import pytest
 import torch
 
 from pti_lab.synthfaces import train_clip, train_generator, train_predictor
-
-TINY_GENERATOR = dict(z_dim=40, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
-                      mapping_kwargs=dict(num_layers=2, lr_multiplier=1.0),
-                      synthesis_kwargs=dict(channel_base=256, channel_max=32))
+from tests.test_synthfaces_generator import TINY as TINY_GENERATOR
 
 
 def generator(out: Path, seed: int) -> Path:

@@ -69,7 +69,8 @@ def path_of(name: str, folder: Optional[os.PathLike] = None) -> Path:
     """
     folder = folder_of(folder)
     path = folder / name
-    entry = read_manifest(folder)["files"].get(name)
+    files = read_manifest(folder)["files"]
+    entry = files.get(name)
     if entry is None:
         raise WeightsNotFoundError(f"synthfaces weights {path}: not listed in {folder / MANIFEST}; "
                                    f"train it and record it with its training script's --ship option")
@@ -84,7 +85,6 @@ def path_of(name: str, folder: Optional[os.PathLike] = None) -> Path:
     if digest != entry["sha256"]:
         raise CheckpointError(f"synthfaces weights {path}: sha256 {digest[:16]}... does not match the manifest's "
                               f"{entry['sha256'][:16]}... (corrupted or replaced); {rebuild}")
-    files = read_manifest(folder)["files"]
     for source, source_digest in entry.get("built_from", {}).items():
         if files.get(source, {}).get("sha256") != source_digest:
             warnings.warn(f"synthfaces weights {name} were built from another {source} than the one shipped now; "

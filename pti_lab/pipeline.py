@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from pti_lab.config import check_components, check_top_level, resolve_device
 from pti_lab.data import Sample
 from pti_lab.errors import PTILabError
-from pti_lab.metrics.editing import EditMetrics, edit_summary
+from pti_lab.metrics.edit_scores import EditMetrics, edit_summary
 from pti_lab.metrics.image import reconstruction_metrics
-from pti_lab.metrics.locality import locality_drift
+from pti_lab.metrics.drift import locality_drift
 from pti_lab.models.delta import generator_fingerprint, load_tuned, save_tuned
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.tracking.store import RunStore, image_grid, save_png

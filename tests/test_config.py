@@ -65,7 +65,7 @@ def test_hydra_refuses_bad_values(override, message):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("+generator.pathh=x", r"generator.pathh: unknown key for pti_lab.models.make_generator \(valid keys: path"),
+    ("+generator.pathh=x", r"generator.pathh: unknown key for pti_lab.generators.make_generator \(valid keys: path"),
     ("tuner.steps=abc", "tuner.steps='abc': expected int"),
     ("+tuner.stepz=3", r"tuner.stepz: unknown key for pti_lab.tuning.PivotalTuner"),
     ("+foo=1", "foo: unknown top-level key"),

@@ -5,7 +5,8 @@ import torch
 
 from pti_lab.errors import CheckpointError
 from pti_lab.models import Generator, load_generator, save_generator
-from pti_lab.models.delta import generator_fingerprint, load_tuned, render_probes, save_tuned
+from pti_lab.models.delta import load_tuned, render_probes, save_tuned
+from pti_lab.models.fingerprint import generator_fingerprint
 
 
 def small_generator(seed: int) -> Generator:

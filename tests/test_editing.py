@@ -12,15 +12,16 @@ import torch
 
 from pti_lab.editing import GANSpaceEditor, InterfaceGANEditor, SequentialEditor, StyleCLIPEditor
 from pti_lab.editing.directions import PCA, boundary_names, load_direction, load_pca
-from pti_lab.editing.fit_boundaries import fit_boundary
+from pti_lab.train.fit_boundaries import fit_boundary
 from pti_lab.editing.ganspace import fit_pca
 from pti_lab.editing.interfacegan import conditional_direction
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
-from pti_lab.metrics.editing import EditMetrics, attribute_scores
-from pti_lab.models import Generator, make_generator
+from pti_lab.metrics.edit_scores import EditMetrics, attribute_scores
+from pti_lab.generators import make_generator
+from pti_lab.models import Generator
 from pti_lab.models.identity import NoIdentity
-from pti_lab.synthfaces import weights as shipped
-from pti_lab.synthfaces.clip import load_clip
+from pti_lab.synthfaces import shipped
+from pti_lab.synthfaces.tiny_clip import load_clip
 from pti_lab.synthfaces.predictor import AttributePredictor, SynthfacesIdentity
 from pti_lab.tracking.store import RunStore
 from tests.conftest import REPO

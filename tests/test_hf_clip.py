@@ -10,7 +10,7 @@ import torch.nn.functional as F
 pytest.importorskip("transformers")
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError  # noqa: E402
-from pti_lab.models.clip import HuggingFaceCLIP  # noqa: E402
+from pti_lab.models.hf_clip import HuggingFaceCLIP  # noqa: E402
 
 IMAGE_SIZE = 32
 MEAN = (0.5, 0.4, 0.3)   # not OpenAI's, so that the test sees they are read from preprocessor_config.json
@@ -219,7 +219,7 @@ def test_missing_directory_and_broken_directory(tmp_path):
 def test_hydra_instantiate(saved):
     from hydra.utils import instantiate
 
-    clip = instantiate({"_target_": "pti_lab.models.clip.HuggingFaceCLIP", "model": str(saved[0]), "device": "cpu"})
+    clip = instantiate({"_target_": "pti_lab.models.hf_clip.HuggingFaceCLIP", "model": str(saved[0]), "device": "cpu"})
     assert isinstance(clip, HuggingFaceCLIP) and clip.encode_text(["a face"]).shape == (1, 16)
 
 

@@ -6,7 +6,7 @@ import pytest
 # Page faults per forward+backward of the synthfaces generator at batch 1, as PTI's tuning runs it.
 SCRIPT = """
 import resource, sys, torch
-from pti_lab.models import make_generator
+from pti_lab.generators import make_generator
 from pti_lab.runtime import keep_freed_memory
 if sys.argv[1] == "kept":
     assert keep_freed_memory()

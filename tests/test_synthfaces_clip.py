@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from pti_lab.errors import BadInputError
-from pti_lab.synthfaces import train_clip, weights
-from pti_lab.synthfaces.clip import TinyCLIP, Tokenizer, load_clip
+from pti_lab.synthfaces import captions, shipped
+from pti_lab.train import synthfaces_clip
+from pti_lab.synthfaces.tiny_clip import TinyCLIP, Tokenizer, load_clip
 from pti_lab.synthfaces.params import INDEX, sample_params
 from pti_lab.synthfaces.predictor import PREDICTOR_FILE, load_predictor
 from pti_lab.synthfaces.render import render_torch
@@ -79,36 +80,36 @@ def test_tokenizer_rules(clip):
 
 
 def test_every_caption_and_prompt_is_in_the_shipped_vocabulary(clip):
-    params, _ = train_clip.identity_groups(300, 1, 77)
-    captions = train_clip.captions_of(params, 0) + train_clip.captions_of(params, 0, full=True)
-    captions += [prompt for pair in train_clip.PROMPT_PAIRS for prompt in pair[:2]]
-    ids = clip.tokenizer.encode(captions)
+    params, _ = synthfaces_clip.identity_groups(300, 1, 77)
+    texts = captions.captions_of(params, 0) + captions.captions_of(params, 0, full=True)
+    texts += [prompt for pair in captions.PROMPT_PAIRS for prompt in pair[:2]]
+    ids = clip.tokenizer.encode(texts)
     assert (ids > 0).sum(dim=1).min() >= 2
-    assert clip.tokenizer.vocabulary == train_clip.vocabulary()
+    assert clip.tokenizer.vocabulary == captions.vocabulary()
 
 
 def test_contrast_pairs_differ_in_one_property():
-    params, _ = train_clip.identity_groups(8, 1, 5)
-    topics = train_clip.contrast_pairs(params, 4, np.random.default_rng(1))
+    params, _ = synthfaces_clip.identity_groups(8, 1, 5)
+    topics = synthfaces_clip.contrast_pairs(params, 4, np.random.default_rng(1))
     assert topics[8:] == [] and topics[0] == topics[1]
     for i in range(4):
         differs = np.nonzero(params[2 * i] != params[2 * i + 1])[0]
         assert INDEX[topics[2 * i]] in differs
-        assert all(name_index == INDEX[topics[2 * i]] or topics[2 * i] in train_clip.EXTRA_FLAGS
+        assert all(name_index == INDEX[topics[2 * i]] or topics[2 * i] in synthfaces_clip.EXTRA_FLAGS
                    for name_index in differs)
 
 
 def test_training_steps_reduce_the_loss():
     torch.manual_seed(0)
-    words = train_clip.vocabulary()
+    words = captions.vocabulary()
     model = TinyCLIP(words)
-    params_head = torch.nn.Linear(256, len(train_clip.PARAMS_COLUMNS))
-    pixels, ids, params = train_clip.make_training_batch(8, 0.5, words, 64)(0, 0)
-    images = train_clip.to_network_images(pixels, torch.device("cpu"))
+    params_head = torch.nn.Linear(256, len(synthfaces_clip.PARAMS_COLUMNS))
+    pixels, ids, params = synthfaces_clip.make_training_batch(8, 0.5, words, 64)(0, 0)
+    images = synthfaces_clip.to_network_images(pixels, torch.device("cpu"))
     optimizer = torch.optim.Adam([*model.parameters(), *params_head.parameters()], lr=1e-3)
     totals = []
     for _ in range(4):
-        losses = train_clip.clip_losses(model, params_head, images, ids, params)
+        losses = synthfaces_clip.clip_losses(model, params_head, images, ids, params)
         total = losses["contrastive"] + losses["params"]
         optimizer.zero_grad()
         total.backward()
@@ -118,21 +119,21 @@ def test_training_steps_reduce_the_loss():
 
 
 def test_image_tower_starts_from_the_predictor_encoder():
-    model = TinyCLIP(train_clip.vocabulary())
-    digest = train_clip.start_image_tower(model, "predictor")
-    assert digest == weights.read_manifest()["files"][PREDICTOR_FILE]["sha256"]
+    model = TinyCLIP(captions.vocabulary())
+    digest = synthfaces_clip.start_image_tower(model, "predictor")
+    assert digest == shipped.read_manifest()["files"][PREDICTOR_FILE]["sha256"]
     encoder = load_predictor().encoder.state_dict()
     assert all(torch.equal(value, encoder[key]) for key, value in model.image_encoder.state_dict().items())
 
 
 def test_image_tower_that_does_not_fit_the_predictor_is_refused():
-    model = TinyCLIP(train_clip.vocabulary(), feature_dim=128)
+    model = TinyCLIP(captions.vocabulary(), feature_dim=128)
     with pytest.raises(BadInputError, match=r"predictor\.pt: the predictor's encoder does not fit the image tower"):
-        train_clip.start_image_tower(model, "predictor")
+        synthfaces_clip.start_image_tower(model, "predictor")
 
 
 def test_training_script_writes_loadable_weights(tmp_path):
-    report = train_clip.train(tmp_path, minutes=60.0, device="cpu", workers=0, batch=8, eval_sets=1,
+    report = synthfaces_clip.train(tmp_path, minutes=60.0, device="cpu", workers=0, batch=8, eval_sets=1,
                               eval_faces=4, max_steps=2)
     assert report["steps"] == 2 and 0.0 <= report["metrics"]["retrieval_top5"] <= 1.0
     assert report["image_init"] == "predictor" and len(report["image_init_sha256"]) == 64

@@ -9,9 +9,9 @@ import torch
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
 from pti_lab.models.checkpoints import load_generator
-from pti_lab.synthfaces import weights
+from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.testsets import make_testset
-from pti_lab.synthfaces.train_generator import GENERATOR_FILE, decode, make_lpips, train
+from pti_lab.train.synthfaces_generator import GENERATOR_FILE, decode, make_lpips, train
 
 # Measured on the shipped generator: 0.046 on these 4 images (0.030 on all 32). The margin absorbs
 # retraining noise, not a broken model: an untrained generator scores about 0.8, and one that draws
@@ -25,14 +25,14 @@ TINY = dict(z_dim=40, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
 
 @pytest.fixture(scope="module")
 def shipped_generator():
-    return load_generator(weights.path_of(GENERATOR_FILE))
+    return load_generator(shipped.path_of(GENERATOR_FILE))
 
 
 @pytest.fixture
 def weights_copy(tmp_path):
     """A copy of the shipped weights folder, safe to damage."""
     folder = tmp_path / "weights"
-    shutil.copytree(weights.WEIGHTS_DIR, folder)
+    shutil.copytree(shipped.WEIGHTS_DIR, folder)
     return folder
 
 
@@ -56,81 +56,81 @@ def test_shipped_generator_reconstructs_held_out_faces(shipped_generator):
 
 
 def test_manifest_lists_every_shipped_file():
-    manifest = weights.read_manifest()
-    on_disk = {p.name for p in weights.WEIGHTS_DIR.iterdir() if p.name != weights.MANIFEST and not p.name.startswith(".")}
+    manifest = shipped.read_manifest()
+    on_disk = {p.name for p in shipped.WEIGHTS_DIR.iterdir() if p.name != shipped.MANIFEST and not p.name.startswith(".")}
     assert on_disk == set(manifest["files"])
     for name, entry in manifest["files"].items():
         assert {"sha256", "bytes", "command", "seed", "minutes", "device", "metrics"} <= set(entry), name
-        assert weights.path_of(name) == weights.WEIGHTS_DIR / name
+        assert shipped.path_of(name) == shipped.WEIGHTS_DIR / name
     assert sum(entry["bytes"] for entry in manifest["files"].values()) <= 30 * 2**20
 
 
 def test_corrupted_file_names_the_rebuild_command(weights_copy):
-    command = weights.read_manifest(weights_copy)["files"][GENERATOR_FILE]["command"]
+    command = shipped.read_manifest(weights_copy)["files"][GENERATOR_FILE]["command"]
     path = weights_copy / GENERATOR_FILE
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="sha256") as error:
-        weights.path_of(GENERATOR_FILE, weights_copy)
+        shipped.path_of(GENERATOR_FILE, weights_copy)
     assert str(path) in str(error.value) and command in str(error.value)
     assert "\n" not in str(error.value)
 
 
 def test_missing_file_names_the_rebuild_command(weights_copy):
-    command = weights.read_manifest(weights_copy)["files"][GENERATOR_FILE]["command"]
+    command = shipped.read_manifest(weights_copy)["files"][GENERATOR_FILE]["command"]
     (weights_copy / GENERATOR_FILE).unlink()
     with pytest.raises(WeightsNotFoundError, match="missing") as error:
-        weights.path_of(GENERATOR_FILE, weights_copy)
+        shipped.path_of(GENERATOR_FILE, weights_copy)
     assert command in str(error.value)
 
 
 def test_unlisted_file_is_refused(weights_copy):
     with pytest.raises(WeightsNotFoundError, match="not listed"):
-        weights.path_of("other.pt", weights_copy)
+        shipped.path_of("other.pt", weights_copy)
 
 
 def test_record_merges_metrics_of_the_same_bytes_and_replaces_new_bytes(tmp_path):
     folder, source = tmp_path / "shipped", tmp_path / "net.pt"
     source.write_bytes(b"first")
-    weights.record("net.pt", source, command="python -m train --seed 1", seed=1, metrics={"a": 1.0}, folder=folder)
-    entry = weights.record("net.pt", folder / "net.pt", metrics={"b": 2.0}, folder=folder)
+    shipped.record("net.pt", source, command="python -m train --seed 1", seed=1, metrics={"a": 1.0}, folder=folder)
+    entry = shipped.record("net.pt", folder / "net.pt", metrics={"b": 2.0}, folder=folder)
     assert entry["metrics"] == {"a": 1.0, "b": 2.0} and entry["command"] == "python -m train --seed 1"
-    assert weights.path_of("net.pt", folder).read_bytes() == b"first"
+    assert shipped.path_of("net.pt", folder).read_bytes() == b"first"
 
     source.write_bytes(b"second")
     with pytest.raises(BadInputError, match="command"):
-        weights.record("net.pt", source, metrics={"c": 3.0}, folder=folder)
-    assert weights.path_of("net.pt", folder).read_bytes() == b"first"  # a refused record changes nothing
-    entry = weights.record("net.pt", source, command="python -m train --seed 2", seed=2, folder=folder)
+        shipped.record("net.pt", source, metrics={"c": 3.0}, folder=folder)
+    assert shipped.path_of("net.pt", folder).read_bytes() == b"first"  # a refused record changes nothing
+    entry = shipped.record("net.pt", source, command="python -m train --seed 2", seed=2, folder=folder)
     assert entry["metrics"] == {} and entry["seed"] == 2
-    manifest = json.loads((folder / weights.MANIFEST).read_text())
+    manifest = json.loads((folder / shipped.MANIFEST).read_text())
     assert list(manifest["files"]) == ["net.pt"]
-    assert weights.path_of("net.pt", folder).read_bytes() == b"second"
+    assert shipped.path_of("net.pt", folder).read_bytes() == b"second"
 
 
 def test_file_built_from_a_replaced_file_warns(tmp_path):
     folder = tmp_path / "weights"
     folder.mkdir()
-    (folder / weights.MANIFEST).write_text(json.dumps({"format": weights.FORMAT, "version": weights.FORMAT_VERSION,
+    (folder / shipped.MANIFEST).write_text(json.dumps({"format": shipped.FORMAT, "version": shipped.FORMAT_VERSION,
                                                        "files": {}}))
     source, built = tmp_path / "source.pt", tmp_path / "built.pt"
     source.write_bytes(b"first")
     built.write_bytes(b"built")
-    first = weights.record("source.pt", source, command="python -m train_source", folder=folder)
-    weights.record("built.pt", built, command="python -m train_built", built_from={"source.pt": first["sha256"]},
+    first = shipped.record("source.pt", source, command="python -m train_source", folder=folder)
+    shipped.record("built.pt", built, command="python -m train_built", built_from={"source.pt": first["sha256"]},
                    folder=folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        weights.path_of("built.pt", folder)  # still the source it was built from: no warning
+        shipped.path_of("built.pt", folder)  # still the source it was built from: no warning
     source.write_bytes(b"second")
-    weights.record("source.pt", source, command="python -m train_source", folder=folder)
+    shipped.record("source.pt", source, command="python -m train_source", folder=folder)
     with pytest.warns(UserWarning, match=r"built\.pt were built from another source\.pt .*python -m train_built"):
-        weights.path_of("built.pt", folder)
+        shipped.path_of("built.pt", folder)
 
 
 def test_shipped_files_were_built_from_the_shipped_ones():
-    files = weights.read_manifest()["files"]
+    files = shipped.read_manifest()["files"]
     assert files["clip.pt"]["built_from"] == {"predictor.pt": files["predictor.pt"]["sha256"]}
     assert files["boundaries.pt"]["built_from"] == {name: files[name]["sha256"]
                                                    for name in ("generator.pt", "predictor.pt")}

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
-from pti_lab.synthfaces import train_predictor
+from pti_lab.train import synthfaces_predictor
 from pti_lab.synthfaces.params import ATTRIBUTES, IDENTITY, INDEX, sample_params
 from pti_lab.synthfaces.predictor import (
     AttributePredictor, PredictorNetwork, SynthfacesIdentity, load_predictor,
@@ -106,11 +106,11 @@ def test_predict_returns_every_attribute_in_range(predictor):
 
 
 def test_missing_and_corrupted_weights(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="train_predictor"):
+    with pytest.raises(WeightsNotFoundError, match="synthfaces_predictor"):
         load_predictor(str(tmp_path / "absent.pt"))
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="train_predictor"):
+    with pytest.raises(CheckpointError, match="synthfaces_predictor"):
         load_predictor(str(broken))
 
 
@@ -122,12 +122,12 @@ def test_identity_config_instantiates():
 def test_training_steps_reduce_the_loss():
     torch.manual_seed(0)
     net = PredictorNetwork()
-    pixels, params, labels = train_predictor.make_training_batch(groups=4, views=2)(0, 0)
-    images = train_predictor.to_network_images(pixels, torch.device("cpu"))
+    pixels, params, labels = synthfaces_predictor.make_training_batch(groups=4, views=2)(0, 0)
+    images = synthfaces_predictor.to_network_images(pixels, torch.device("cpu"))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     totals = []
     for _ in range(4):
-        losses = train_predictor.predictor_losses(net, images, params, labels, temperature=0.1)
+        losses = synthfaces_predictor.predictor_losses(net, images, params, labels, temperature=0.1)
         total = losses["identity"] + losses["attributes"] + 0.5 * losses["traits"]
         optimizer.zero_grad()
         total.backward()
@@ -137,7 +137,7 @@ def test_training_steps_reduce_the_loss():
 
 
 def test_training_script_writes_loadable_weights(tmp_path):
-    report = train_predictor.train(tmp_path, minutes=60.0, device="cpu", workers=0, groups=4, views=2,
+    report = synthfaces_predictor.train(tmp_path, minutes=60.0, device="cpu", workers=0, groups=4, views=2,
                                    eval_count=40, max_steps=2)
     assert report["steps"] == 2 and 0.0 <= report["metrics"]["indomain_verify_auc"] <= 1.0
     assert (tmp_path / "predictor.json").is_file()

@@ -11,26 +11,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from pti_lab.synthfaces import train_clip, train_generator, train_predictor
+from pti_lab.train import synthfaces_clip, synthfaces_generator, synthfaces_predictor
 from tests.test_synthfaces_generator import TINY as TINY_GENERATOR
 
 
 def generator(out: Path, seed: int) -> Path:
-    train_generator.train(out, seed=seed, minutes=60, max_steps=3, device="cpu", batch=4,
+    synthfaces_generator.train(out, seed=seed, minutes=60, max_steps=3, device="cpu", batch=4,
                           architecture=TINY_GENERATOR, log_every=10)
-    return out / train_generator.GENERATOR_FILE
+    return out / synthfaces_generator.GENERATOR_FILE
 
 
 def predictor(out: Path, seed: int) -> Path:
-    train_predictor.train(out, seed=seed, minutes=60.0, device="cpu", workers=0, groups=4, views=2,
+    synthfaces_predictor.train(out, seed=seed, minutes=60.0, device="cpu", workers=0, groups=4, views=2,
                           eval_count=40, max_steps=2)
     return out / "predictor.pt"
 
 
 def clip(out: Path, seed: int) -> Path:
-    train_clip.train(out, seed=seed, minutes=60.0, device="cpu", workers=0, batch=8, eval_sets=1,
+    synthfaces_clip.train(out, seed=seed, minutes=60.0, device="cpu", workers=0, batch=8, eval_sets=1,
                      eval_faces=4, max_steps=2)
-    return out / train_clip.CLIP_FILE
+    return out / synthfaces_clip.CLIP_FILE
 
 
 def tensors(path: Path) -> dict:

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from pti_lab.models import Generator, make_generator
+from pti_lab.generators import make_generator
+from pti_lab.models import Generator
 from pti_lab.runtime import keep_freed_memory
 
 

@@ -17,7 +17,8 @@ import torch
 from pti_lab.data import SynthfacesTestSet
 from pti_lab.inversion import WInverter
 from pti_lab.inversion.w_stats import compute_w_stats
-from pti_lab.models import LPIPS, load_generator, make_generator
+from pti_lab.generators import make_generator
+from pti_lab.models import LPIPS, load_generator
 from pti_lab.runtime import keep_freed_memory
 from pti_lab.tuning import PivotalTuner
 

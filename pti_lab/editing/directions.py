@@ -10,7 +10,7 @@ downloaded only when absent. Files are read without executing code (`torch.load(
 `np.load(allow_pickle=False)`). Every failure is one line naming the file and the problem.
 
 Shipped boundaries (`pti_lab/synthfaces/weights/boundaries.pt`, written by
-`python -m pti_lab.editing.fit_boundaries`) are a dict {'kind': 'interfacegan-boundaries',
+`python -m pti_lab.train.fit_boundaries`) are a dict {'kind': 'interfacegan-boundaries',
 'generator_sha256', 'boundaries': {name: [w_dim]}, 'metrics': {...}}; any such file can be named by
 `boundaries=` and its entries then by name.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pti_lab.errors import BadInputError, CheckpointError
-from pti_lab.synthfaces import weights as shipped
+from pti_lab.synthfaces import shipped
 from pti_lab.weights import cache_dir, is_url, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def read_boundaries(path: Optional[str] = None) -> dict:
     data = read_file(file, "InterfaceGAN boundaries")
     if not isinstance(data, dict) or data.get("kind") != BOUNDARIES_KIND or not isinstance(data.get("boundaries"), dict):
         raise CheckpointError(f"{file}: not an InterfaceGAN boundaries file (written by "
-                              f"python -m pti_lab.editing.fit_boundaries)")
+                              f"python -m pti_lab.train.fit_boundaries)")
     return data
 
 

@@ -27,7 +27,7 @@ from pti_lab.editing.directions import PCA, load_pca
 from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
 from pti_lab.inversion.w_stats import fingerprint
-from pti_lab.models import make_generator
+from pti_lab.generators import make_generator
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.runtime import keep_freed_memory
 from pti_lab.weights import cache_dir

@@ -19,7 +19,7 @@ import torch
 from pti_lab.editing.directions import boundary_names, is_file_reference, load_direction, read_boundaries
 from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
-from pti_lab.models.delta import generator_fingerprint
+from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ synthfaces config uses 0.001, measured on the tiny CLIP (0.008 barely moves the 
 drifts to another face).
 
 CLIP: any object with encode_image(images in [-1, 1]) and encode_text(list of str) returning
-L2-normalised embeddings: the synthfaces tiny CLIP offline (`pti_lab.synthfaces.clip.load_clip`), or
-Hugging Face's CLIPModel (`pti_lab.models.clip.HuggingFaceCLIP`, e.g. openai/clip-vit-base-patch32).
+L2-normalised embeddings: the synthfaces tiny CLIP offline (`pti_lab.synthfaces.tiny_clip.load_clip`), or
+Hugging Face's CLIPModel (`pti_lab.models.hf_clip.HuggingFaceCLIP`, e.g. openai/clip-vit-base-patch32).
 """
 
 import time

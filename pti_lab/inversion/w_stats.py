@@ -10,7 +10,6 @@ mapping network's weights, the sample count and the seed: in memory for the proc
 under `<cache_dir>/w_stats/<fingerprint>.pt` for later processes.
 """
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from pti_lab.atomic import save_torch
 from pti_lab.errors import BadInputError
+from pti_lab.models.fingerprint import tensors_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.weights import cache_dir
 
@@ -44,14 +44,11 @@ MEMORY_CACHE: dict[str, WStats] = {}
 
 
 def fingerprint(G: Generator, num_samples: int, seed: int, version: str = VERSION) -> str:
-    """sha1 of the mapping network's parameters (names, shapes, bytes), num_samples, seed and the
-    version of the computation (other statistics of mapped samples, e.g. GANSpace's PCA, pass theirs)."""
-    digest = hashlib.sha1(f"{version} z_dim={G.z_dim} n={num_samples} seed={seed}".encode())
-    for name, param in sorted(G.mapping.named_parameters()):
-        tensor = param.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{list(tensor.shape)}".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
+    """Cache key of statistics of G's mapped samples: the mapping network's parameters, num_samples,
+    seed and the version of the computation (other statistics of mapped samples, e.g. GANSpace's PCA,
+    pass theirs)."""
+    header = f"{version} z_dim={G.z_dim} n={num_samples} seed={seed}"
+    return tensors_fingerprint(dict(G.mapping.named_parameters()), header, algorithm="sha1")
 
 
 def compute_w_stats(G: Generator, num_samples: int, seed: int) -> WStats:

@@ -485,25 +485,3 @@ def save_generator(G: Generator, path: str | os.PathLike) -> Path:
     payload = {"format": OWN_FORMAT, "version": OWN_FORMAT_VERSION, "init_kwargs": G.init_kwargs,
                "state_dict": {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}}
     return save_torch(payload, path)
-
-
-def make_generator(path: Optional[str] = None, architecture: Optional[dict] = None, seed: int = 0,
-                   device: str | torch.device = "cpu") -> Generator:
-    """The configured generator: a checkpoint, fresh weights, or the shipped synthfaces generator.
-
-    path:         checkpoint file or URL for load_generator; takes precedence.
-    architecture: Generator constructor arguments for fresh weights (used when path is None).
-    seed:         seed of the fresh weights.
-    With neither, the synthfaces generator that ships with pti-lab (hash-checked).
-    """
-    if path:
-        return load_generator(path, device)
-    if architecture:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            G = Generator(**architecture)
-        log.info("generator: fresh weights (seed %d), %d px", seed, G.img_resolution)
-        return G.eval().requires_grad_(False).to(device)
-    from pti_lab.synthfaces import weights  # the embedded domain depends on models, not the reverse
-
-    return load_generator(weights.path_of(weights.GENERATOR_FILE), device)

@@ -9,7 +9,6 @@ base's weights, so it is never applied to the wrong generator.
     tuned = load_tuned("images/0001/generator_delta.pt", base)
 """
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -21,21 +20,11 @@ import torch
 from pti_lab.atomic import save_torch
 from pti_lab.errors import CheckpointError
 from pti_lab.models.checkpoints import build_generator
+from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 
 DELTA_FORMAT = "pti-lab/generator-delta"
 DELTA_FORMAT_VERSION = 1
-
-
-def generator_fingerprint(G: Generator) -> str:
-    """sha256 of G's state dict (sorted names, shapes, float32 bytes): the same weights give the
-    same fingerprint whichever file format or dtype they were loaded from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(G.state_dict().items()):
-        tensor = tensor.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{list(tensor.shape)}".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def render_probes(G: Generator, count: int, seed: int, latents: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -13,14 +13,14 @@ differentiable in their inputs, so the embedding can serve as an ID loss and the
 Attributes are *regressed*: `predict` returns each editable attribute (params.ATTRIBUTES: smile,
 mouth_open, eyes_open, wrinkles, grey_hair, yaw) in its field's units and range (smile and yaw in
 [-1, 1], the rest in [0, 1]; see params.FIELDS). Where a yes/no answer is wanted ("is smiling"),
-compare with THRESHOLDS; the held-out accuracies reported by train_predictor use exactly these.
+compare with THRESHOLDS; the held-out accuracies reported by pti_lab.train.synthfaces_predictor use exactly these.
 
 The identity embedding is trained with a supervised contrastive loss over groups of renders that
 share every identity field (params.IDENTITY) but differ in attributes, background and extras, plus
 regression of the identity fields as an auxiliary task. The out-of-domain extras (glasses, hats,
 face paint, make-up, earrings) are switched on in half of the predictor's training renders, as an
 augmentation that makes the embedding ignore them; they are still never used to train the generator.
-Training: `python -m pti_lab.synthfaces.train_predictor`.
+Training: `python -m pti_lab.train.synthfaces_predictor`.
 """
 
 from pathlib import Path
@@ -34,7 +34,7 @@ from pti_lab.atomic import save_torch
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
 from pti_lab.imaging import check_images
 from pti_lab.models.identity import IdentityNetwork
-from pti_lab.synthfaces import weights as shipped
+from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.params import ATTRIBUTES, FIELDS, IDENTITY, INDEX
 
 SIZE = 64  # the network's input side in pixels
@@ -139,7 +139,7 @@ def save_weights(path: Path, kind: str, network: nn.Module, **extra) -> None:
 
 def read_weights(path: Optional[str], filename: str, kind: str, trainer: str) -> dict:
     """Load a weight file written by `save_weights`. path None: the shipped `filename`, verified
-    against the manifest (pti_lab.synthfaces.weights). Errors name `trainer`, the module that writes it."""
+    against the manifest (pti_lab.synthfaces.shipped). Errors name `trainer`, the module that writes it."""
     file = Path(path).expanduser() if path else shipped.path_of(filename)
     if not file.is_file():
         raise WeightsNotFoundError(f"synthfaces {kind} weights {file} do not exist (written by python -m {trainer})")
@@ -168,7 +168,7 @@ def load_state(network: nn.Module, data: dict, file: str) -> nn.Module:
 
 def load_predictor(path: Optional[str] = None) -> PredictorNetwork:
     """The predictor network from `path` (None: the shipped weights), frozen, on the CPU."""
-    data = read_weights(path, PREDICTOR_FILE, "predictor", "pti_lab.synthfaces.train_predictor")
+    data = read_weights(path, PREDICTOR_FILE, "predictor", "pti_lab.train.synthfaces_predictor")
     return load_state(PredictorNetwork(**data["config"]), data, path or PREDICTOR_FILE)
 
 

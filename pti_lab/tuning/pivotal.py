@@ -19,7 +19,7 @@ from tqdm import tqdm
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.imaging import check_images
 from pti_lab.models.stylegan2 import Generator
-from pti_lab.tuning.locality import LocalityRegularizer
+from pti_lab.tuning.locality_regularizer import LocalityRegularizer
 
 MODES = ("single", "multi")
 

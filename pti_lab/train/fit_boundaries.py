@@ -1,10 +1,10 @@
 """Fit InterfaceGAN boundaries the InterfaceGAN way, and (optionally) ship them for synthfaces.
 
-    python -m pti_lab.editing.fit_boundaries [--generator CKPT] [--samples 10000] [--ratio 0.05]
+    python -m pti_lab.train.fit_boundaries [--generator CKPT] [--samples 10000] [--ratio 0.05]
                                              [--out boundaries.pt] [--ship]
 
 1. sample `samples` z ~ N(0, I) (seeded), map them to w and render G(w) (noise 'const');
-2. score every render with the attribute predictor (pti_lab.metrics.editing.attribute_scores);
+2. score every render with the attribute predictor (pti_lab.metrics.edit_scores.attribute_scores);
 3. per attribute keep the `ratio` highest- and lowest-scoring latents (InterfaceGAN's
    chosen_num_or_ratio), split them 70 / 30 into training and validation sets;
 4. fit a linear SVM (sklearn SVC, linear kernel, as InterfaceGAN's train_boundary) on w;
@@ -27,12 +27,12 @@ import torch
 
 from pti_lab.atomic import save_torch
 from pti_lab.editing.directions import BOUNDARIES_FILE, BOUNDARIES_KIND
-from pti_lab.metrics.editing import attribute_scores
-from pti_lab.models import make_generator
-from pti_lab.models.delta import generator_fingerprint
+from pti_lab.metrics.edit_scores import attribute_scores
+from pti_lab.generators import make_generator
+from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.runtime import keep_freed_memory
-from pti_lab.synthfaces import weights as shipped
+from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.predictor import PREDICTOR_FILE, AttributePredictor
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def save_boundaries(path: Path, boundaries: dict, G: Generator, metrics: dict) -
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pti_lab.editing.fit_boundaries", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pti_lab.train.fit_boundaries", description=__doc__.split("\n")[0])
     parser.add_argument("--generator", default=None, help="checkpoint (default: shipped synthfaces generator)")
     parser.add_argument("--predictor", default=None, help="predictor.pt (default: shipped synthfaces predictor)")
     parser.add_argument("--samples", type=int, default=10_000, help="sampled latents")
@@ -133,7 +133,7 @@ def main(argv: Optional[list] = None) -> int:
     for key, value in metrics.items():
         print(f"  {key}: {value}")
     if args.ship:
-        command = " ".join(["python -m pti_lab.editing.fit_boundaries", *(argv if argv is not None else sys.argv[1:])])
+        command = " ".join(["python -m pti_lab.train.fit_boundaries", *(argv if argv is not None else sys.argv[1:])])
         files = shipped.read_manifest()["files"]
         built_from = {name: files[name]["sha256"] for name, given in
                       ((shipped.GENERATOR_FILE, args.generator), (PREDICTOR_FILE, args.predictor)) if given is None}

@@ -5,7 +5,7 @@
     texts_e = clip.encode_text(["a smiling face"])                  # [M, D], L2-normalised
     cosines = clip.similarity(images, ["a smiling face"])           # [N, M]
 
-The interface equals the synthfaces TinyCLIP (`pti_lab.synthfaces.clip`), so either can be the
+The interface equals the synthfaces TinyCLIP (`pti_lab.synthfaces.tiny_clip`), so either can be the
 editor's `clip`. Images are prepared as the CLIP image processor prepares them, but with
 differentiable tensor operations so that StyleCLIP can back-propagate through them: [-1, 1] ->
 [0, 1], bicubic (antialiased) resize of the shorter side to `vision_config.image_size`, centre

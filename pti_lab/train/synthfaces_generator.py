@@ -1,9 +1,9 @@
 """Train the synthfaces StyleGAN2 generator as a decoder of standardised renderer parameters.
 
-    python -m pti_lab.synthfaces.train_generator --out DIR [--seed 0] [--minutes 45] [--steps N]
+    python -m pti_lab.train.synthfaces_generator --out DIR [--seed 0] [--minutes 45] [--steps N]
         [--device cpu|cuda] [--batch B] [--invert 8] [--ship DIR]
-    python -m pti_lab.synthfaces.train_generator --report DIR [--invert 8]
-    python -m pti_lab.synthfaces.train_generator --ship DIR
+    python -m pti_lab.train.synthfaces_generator --report DIR [--invert 8]
+    python -m pti_lab.train.synthfaces_generator --ship DIR
 
 --out trains into DIR: generator.pt (pti-lab's generator format, fp16 tensors; `load_generator`
 reads it) and training.json (the run's numbers and the command that rebuilds it), then reports.
@@ -11,7 +11,7 @@ reads it) and training.json (the run's numbers and the command that rebuilds it)
 test sets and of --invert W-space inversions (450 steps) of each set, plus samples.png (z ~ N(0, I))
 and reconstruction.png (rows: in-domain renders, their decodings, OOD renders, their decodings).
 --ship copies DIR/generator.pt into the package and records it with the numbers of DIR's
-training.json and report.json in the manifest (pti_lab.synthfaces.weights); nothing is recomputed,
+training.json and report.json in the manifest (pti_lab.synthfaces.shipped); nothing is recomputed,
 so a folder trained and reported on a GPU machine can be shipped from anywhere.
 
 The generator is pti-lab's StyleGAN2 (mapping + synthesis with per-pixel noise). It is trained as a
@@ -48,14 +48,14 @@ from pti_lab.models.checkpoints import load_generator, save_generator
 from pti_lab.models.lpips import LPIPS
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.runtime import keep_freed_memory
-from pti_lab.synthfaces import weights as shipped
+from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.params import IN_DOMAIN, sample_params, standardise
 from pti_lab.synthfaces.render import render
 from pti_lab.synthfaces.testsets import make_testset, preview_grid
-from pti_lab.synthfaces.train_predictor import (
+from pti_lab.train.synthfaces_predictor import (
     batch_seed, batch_stream, cosine_lr, default_workers, pick_device, to_network_images,
 )
-from pti_lab.synthfaces.weights import GENERATOR_FILE
+from pti_lab.synthfaces.shipped import GENERATOR_FILE
 
 TRAINING_JSON = "training.json"  # the run's summary and the command that rebuilds it
 REPORT_JSON = "report.json"      # the quality numbers
@@ -278,7 +278,7 @@ def rebuild_command(args: argparse.Namespace, summary: dict) -> str:
     threads = f"OMP_NUM_THREADS={torch.get_num_threads()} " if device == "cpu" else ""
     steps = f" --steps {args.steps}" if args.steps else ""
     folder = "outputs/synthfaces_generator"  # outputs/ is git-ignored
-    return (f"{threads}python -m pti_lab.synthfaces.train_generator --out {folder} --seed {args.seed}{steps} "
+    return (f"{threads}python -m pti_lab.train.synthfaces_generator --out {folder} --seed {args.seed}{steps} "
             f"--minutes {args.minutes:g} --device {device} --batch {summary['batch']} --invert {args.invert} "
             f"--ship {folder}")
 
@@ -294,7 +294,7 @@ def ship(folder: Path) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pti_lab.synthfaces.train_generator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pti_lab.train.synthfaces_generator", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="train into this folder, then report on the result")
     parser.add_argument("--report", type=Path, help="report on DIR/generator.pt (no training)")
     parser.add_argument("--ship", type=Path, help="record DIR/generator.pt, training.json and report.json in the package")

@@ -1,6 +1,6 @@
 """Train the synthfaces predictor (attribute regression + identity embedding) on renders made on the fly.
 
-    python -m pti_lab.synthfaces.train_predictor --out DIR --seed 0 --minutes 45 [--device cpu|cuda]
+    python -m pti_lab.train.synthfaces_predictor --out DIR --seed 0 --minutes 45 [--device cpu|cuda]
 
 writes DIR/predictor.pt (fp16 weights, loaded by pti_lab.synthfaces.predictor) and
 DIR/predictor.json (held-out metrics, steps, images seen, seconds). Training stops after --minutes
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from pti_lab.atomic import write_text
 from pti_lab.runtime import keep_freed_memory
-from pti_lab.synthfaces import weights as shipped
+from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.params import ATTRIBUTES, EXTRAS, FIELDS, IDENTITY, INDEX, sample_params
 from pti_lab.synthfaces.predictor import (
     ATTRIBUTE_MEAN, ATTRIBUTE_STD, PREDICTOR_FILE, SIZE, THRESHOLDS, PredictorNetwork, save_weights,
@@ -331,7 +331,7 @@ def train(
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pti_lab.synthfaces.train_predictor", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pti_lab.train.synthfaces_predictor", description=__doc__.split("\n")[0])
     training_arguments(parser, PREDICTOR_FILE)
     parser.add_argument("--groups", type=int, default=None, help="identities per batch (default: 128 CUDA, 32 CPU)")
     argv = sys.argv[1:] if argv is None else argv
@@ -340,7 +340,7 @@ def main(argv: Optional[list] = None) -> int:
     report = train(args.out, args.seed, args.minutes, args.device, args.workers, args.groups, max_steps=args.max_steps)
     print(json.dumps(report, indent=1))
     if args.ship:
-        ship(PREDICTOR_FILE, args.out, "pti_lab.synthfaces.train_predictor", argv, report)
+        ship(PREDICTOR_FILE, args.out, "pti_lab.train.synthfaces_predictor", argv, report)
     return 0
 
 

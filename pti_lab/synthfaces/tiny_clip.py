@@ -9,7 +9,7 @@ Image tower: the predictor's ConvEncoder (64 px; larger or smaller square images
 for the predictor) and a linear projection. Text tower: word embeddings + learned positions, a
 2-layer pre-norm transformer, a masked mean over the words, a linear projection. Trained with the
 symmetric InfoNCE loss and a learned temperature on renders captioned from their parameters
-(`python -m pti_lab.synthfaces.train_clip`; the caption grammar is there).
+(`python -m pti_lab.train.synthfaces_clip`; the caption grammar is there).
 
 Tokenizer: lower case, split on white space and , . ; : ! ? — every remaining word must be in the
 vocabulary shipped with the weights (the words of the caption grammar, `model.tokenizer.vocabulary`).
@@ -133,5 +133,5 @@ class TinyCLIP(nn.Module):
 
 def load_clip(weights: Optional[str] = None) -> TinyCLIP:
     """The tiny CLIP from `weights` (None: the shipped clip.pt), frozen, in eval mode, on the CPU."""
-    data = read_weights(weights, CLIP_FILE, "clip", "pti_lab.synthfaces.train_clip")
+    data = read_weights(weights, CLIP_FILE, "clip", "pti_lab.train.synthfaces_clip")
     return load_state(TinyCLIP(**data["config"]), data, weights or CLIP_FILE)

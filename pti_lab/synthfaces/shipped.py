@@ -1,8 +1,8 @@
 """The shipped weights of the synthfaces domain: files in `weights/`, listed in `weights/manifest.json`.
 
-    from pti_lab.synthfaces import weights
-    path = weights.path_of("generator.pt")    # the file, after checking its sha256 against the manifest
-    weights.record("generator.pt", "runs/g/generator.pt", command="python -m ...", seed=0,
+    from pti_lab.synthfaces import shipped
+    path = shipped.path_of("generator.pt")    # the file, after checking its sha256 against the manifest
+    shipped.record("generator.pt", "runs/g/generator.pt", command="python -m ...", seed=0,
                    minutes=8.0, device="cuda", metrics={"recon_lpips_indomain": 0.07})
 
 The manifest holds, per file: sha256, bytes, the command that rebuilds it, seed, minutes, device,
@@ -34,7 +34,7 @@ from pti_lab.weights import sha256_of
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped inside the package
 MANIFEST = "manifest.json"
-GENERATOR_FILE = "generator.pt"  # the synthfaces StyleGAN2 (python -m pti_lab.synthfaces.train_generator)
+GENERATOR_FILE = "generator.pt"  # the synthfaces StyleGAN2 (python -m pti_lab.train.synthfaces_generator)
 FORMAT = "pti-lab/synthfaces-weights"
 FORMAT_VERSION = 1
 

@@ -1,0 +1,36 @@
+"""The configured generator (conf/generator): a checkpoint, fresh weights, or the shipped synthfaces one.
+
+This factory sits above models/ and synthfaces/: the embedded domain depends on models, and the
+choice between them is made here, never inside models/.
+"""
+
+import logging
+from typing import Optional
+
+import torch
+
+from pti_lab.models.checkpoints import load_generator
+from pti_lab.models.stylegan2 import Generator
+from pti_lab.synthfaces import shipped
+
+log = logging.getLogger(__name__)
+
+
+def make_generator(path: Optional[str] = None, architecture: Optional[dict] = None, seed: int = 0,
+                   device: str | torch.device = "cpu") -> Generator:
+    """The configured generator: a checkpoint, fresh weights, or the shipped synthfaces generator.
+
+    path:         checkpoint file or URL for load_generator; takes precedence.
+    architecture: Generator constructor arguments for fresh weights (used when path is None).
+    seed:         seed of the fresh weights.
+    With neither, the synthfaces generator that ships with pti-lab (hash-checked).
+    """
+    if path:
+        return load_generator(path, device)
+    if architecture:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            G = Generator(**architecture)
+        log.info("generator: fresh weights (seed %d), %d px", seed, G.img_resolution)
+        return G.eval().requires_grad_(False).to(device)
+    return load_generator(shipped.path_of(shipped.GENERATOR_FILE), device)

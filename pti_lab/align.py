@@ -19,113 +19,21 @@ Differences from the reference scripts, all deliberate:
 """
 
 import argparse
-import functools
-import importlib.util
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import dlib
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import scipy.ndimage
 
 from pti_lab.atomic import atomic_path, write_text
-from pti_lab.errors import BadInputError, WeightsNotFoundError
-from pti_lab.weights import cache_dir, resolve_weights
+from pti_lab.errors import BadInputError, PTILabError
+from pti_lab.imaging import to_rgb
+from pti_lab.models.dlib_faces import FaceLandmarker, default_landmarker
 
-LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"
 REPORT_NAME = "align_report.json"
-
-# ----------------------------------------------------------------------------
-# dlib models and face detection.
-
-
-def dlib_model_file(filename: str, path: Optional[str] = None) -> Path:
-    """Find a dlib model file: explicit path, then the face-recognition-models package, then the cache.
-
-    filename: e.g. "shape_predictor_68_face_landmarks.dat".
-    path:     explicit file from config; must exist when given.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")  # finds it without importing it
-    package_dirs = [Path(folder) / "models" for folder in spec.submodule_search_locations] if spec else []
-    try:
-        return resolve_weights("dlib model", filename, path=path, search_dirs=[*package_dirs, cache_dir()])
-    except WeightsNotFoundError as exc:
-        raise WeightsNotFoundError(f"{exc} (`pip install face-recognition-models` ships it)") from None
-
-
-@dataclass
-class DetectedFace:
-    """One face found by `FaceLandmarker.detect`."""
-
-    image: np.ndarray  # [H, W, 3] uint8 RGB the detector ran on (the input, possibly upscaled)
-    scale: float  # image pixels per input pixel (1.0 when not upscaled)
-    shape: "dlib.full_object_detection"  # 68 landmarks in `image` pixels
-    score: float  # HOG detection score (higher = more confident)
-
-    @property
-    def landmarks(self) -> np.ndarray:
-        """[68, 2] float64 (x, y) landmarks in input-image pixels."""
-        points = np.array([[p.x, p.y] for p in self.shape.parts()], dtype=np.float64)
-        return points / self.scale
-
-
-class FaceLandmarker:
-    """dlib frontal (HOG) face detector + 68-point shape predictor on RGB uint8 images.
-
-    HOG finds faces of about 80 px and larger (40 px with upsample=1). Images whose shorter side is
-    below `min_detect_side` are upscaled (Lanczos) first; the landmarks are then placed on the
-    upscaled image. With the defaults a face in an FFHQ-aligned crop is found at 64, 128 and 256 px
-    (down to 32 px on the astronaut test photo). Images whose longer side exceeds
-    `max_detect_side` are searched at that size (HOG on a 4000 px photo takes about 10 s) and the
-    landmarks are predicted at full resolution inside the rescaled box.
-    """
-
-    def __init__(
-        self,
-        predictor_path: Optional[str] = None,  # 68-point .dat file; None = face-recognition-models' copy
-        upsample: int = 1,  # dlib pyramid doublings before HOG (the reference scripts use 1)
-        min_detect_side: int = 256,  # upscale images with a smaller shorter side to this
-        max_detect_side: int = 1024,  # search larger images downscaled to this longer side
-    ):
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(dlib_model_file(LANDMARKS_68_FILE, predictor_path)))
-        self.upsample = upsample
-        self.min_detect_side = min_detect_side
-        self.max_detect_side = max_detect_side
-
-    def detect(self, rgb: np.ndarray) -> Optional[DetectedFace]:
-        """Return the highest-scoring face in an [H, W, 3] uint8 RGB array, or None."""
-        assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8, rgb.shape  # [HWC]
-        scale = max(1.0, self.min_detect_side / min(rgb.shape[:2]))
-        if scale > 1.0:
-            rgb = resize_rgb(rgb, scale)
-        rgb = np.ascontiguousarray(rgb)
-        search_scale = min(1.0, self.max_detect_side / max(rgb.shape[:2]))
-        search_rgb = resize_rgb(rgb, search_scale) if search_scale < 1.0 else rgb
-        rects, scores, _ = self.detector.run(search_rgb, self.upsample, 0.0)
-        if len(rects) == 0:
-            return None
-        best = rects[int(np.argmax(scores))]
-        box = dlib.rectangle(*(round(v / search_scale) for v in (best.left(), best.top(), best.right(), best.bottom())))
-        return DetectedFace(rgb, scale, self.predictor(rgb, box), float(max(scores)))
-
-
-def resize_rgb(rgb: np.ndarray, scale: float) -> np.ndarray:
-    """Lanczos-resize an [H, W, 3] uint8 array by `scale`."""
-    size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
-    return np.asarray(PIL.Image.fromarray(rgb).resize(size, PIL.Image.Resampling.LANCZOS))
-
-
-@functools.lru_cache(maxsize=1)
-def default_landmarker() -> FaceLandmarker:
-    """A shared FaceLandmarker with default settings (loading the predictor takes about a second)."""
-    return FaceLandmarker()
-
 
 # ----------------------------------------------------------------------------
 # The FFHQ recipe.
@@ -214,11 +122,6 @@ def crop_quad(
     return img
 
 
-def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
-    """Apply EXIF orientation and convert any mode (RGBA, L, P, CMYK, ...) to RGB."""
-    return PIL.ImageOps.exif_transpose(img).convert("RGB")
-
-
 def align_image(
     img: PIL.Image.Image,  # any PIL image; converted to RGB
     size: int = 1024,  # output side in pixels
@@ -291,7 +194,7 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = align_folder(args.in_dir, args.out_dir, args.size, args.transform_size, not args.no_padding)
-    except (BadInputError, WeightsNotFoundError) as exc:
+    except PTILabError as exc:  # a bad folder, missing model files or a missing dlib
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for entry in report["skipped"]:

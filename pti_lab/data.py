@@ -18,8 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from pti_lab.align import to_rgb
 from pti_lab.errors import BadInputError
+from pti_lab.imaging import to_rgb
 from pti_lab.synthfaces.params import NAMES, extras_on, hair_style_of
 from pti_lab.synthfaces.render import MAX_SIZE
 from pti_lab.synthfaces.testsets import DEFAULT_SEED, KINDS, kind_seed, make_testset

@@ -19,3 +19,7 @@ class BadInputError(PTILabError, ValueError):
 
 class NonFiniteLossError(PTILabError, ArithmeticError):
     """An optimisation's loss became NaN or inf; that image stops, the run goes on."""
+
+
+class MissingExtraError(PTILabError, ImportError):
+    """A feature needs an optional package that is not installed; the message names the pip extra."""

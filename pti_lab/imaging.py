@@ -1,4 +1,4 @@
-"""Checks on image batches shared by the losses and the metrics.
+"""Checks on image batches shared by the losses and the metrics, and how image files become RGB.
 
 Every image tensor pti-lab compares is float `[N, 3, H, W]` in [-1, 1]. Images in [0, 255] or with
 the wrong layout give numbers that look plausible and mean nothing, so they are refused here with
@@ -8,6 +8,8 @@ a one-line BadInputError that names the caller and the argument. Images in [0, 1
 
 from typing import Optional
 
+import PIL.Image
+import PIL.ImageOps
 import torch
 
 from pti_lab.errors import BadInputError
@@ -16,6 +18,11 @@ from pti_lab.errors import BadInputError
 # regulariser renders latents far from the data), by up to about 2 at latents far from the data;
 # [0, 255] images exceed the range by far more unless almost black.
 RANGE_TOLERANCE = 2.0
+
+
+def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
+    """Apply EXIF orientation and convert any mode (RGBA, L, P, CMYK, ...) to RGB."""
+    return PIL.ImageOps.exif_transpose(img).convert("RGB")
 
 
 def describe(tensor: torch.Tensor) -> str:

@@ -6,7 +6,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from pti_lab.align import align_folder, align_image, default_landmarker, ffhq_quad, main
+from pti_lab.align import align_folder, align_image, ffhq_quad, main
+from pti_lab.models.dlib_faces import default_landmarker
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -43,7 +43,7 @@ def smile_margins(clip: TinyCLIP) -> torch.Tensor:
 def test_smile_prompts_move_with_the_smile(clip):
     margin = smile_margins(clip)
     assert (margin[:16] > margin[16:]).all()  # each face moves toward "smiling" when it smiles (an edit direction)
-    assert (margin[16:] < 0).float().mean() >= 0.75  # measured 14/16
+    assert (margin[16:] < 0).float().mean() >= 0.75  # measured 16/16 (margins -0.09 to -0.17)
 
 
 def test_smile_prompt_ranks_smiling_faces_first(clip):

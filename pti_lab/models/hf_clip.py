@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
+from pti_lab.extras import require
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP image processor defaults
@@ -118,14 +119,9 @@ class HuggingFaceCLIP(nn.Module):
         if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
             raise BadInputError(f"HuggingFaceCLIP: model must be a directory or a hub name, got {model!r}")
         self.name = str(model)
-        try:
-            from transformers import CLIPModel, CLIPTokenizer  # lazy: an optional dependency
-        except ImportError as exc:
-            raise WeightsNotFoundError(
-                f"CLIP model {self.name!r} needs the transformers package ({one_line(exc)}): "
-                f"pip install 'transformers>=4.40'") from exc
-
-        self.clip, self.tokenizer, directory = self._load(CLIPModel, CLIPTokenizer, self.name, cache_dir)
+        transformers = require("transformers", "editor/clip=openai")  # the editing extra
+        self.clip, self.tokenizer, directory = self._load(transformers.CLIPModel, transformers.CLIPTokenizer,
+                                                          self.name, cache_dir)
         self.clip = self.clip.float().eval().requires_grad_(False)
         self.image_size = int(self.clip.config.vision_config.image_size)
         self.max_tokens = int(self.clip.config.text_config.max_position_embeddings)

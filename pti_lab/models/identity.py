@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pti_lab.errors import BadInputError, WeightsNotFoundError
+from pti_lab.extras import require
 from pti_lab.imaging import check_images
 from pti_lab.weights import cache_dir, resolve_weights, torch_hub_checkpoints_dir
 
@@ -109,9 +110,8 @@ class DlibIdentity(IdentityNetwork):
         max_detect_side: int = 1024,  # search larger images downscaled to this longer side
     ):
         super().__init__()
-        import dlib  # optional dependency (PyPI dlib-bin); only this class needs it
-
-        from pti_lab.align import FaceLandmarker, dlib_model_file
+        dlib = require("dlib", "identity=dlib")  # the faces extra; only this class needs it
+        from pti_lab.models.dlib_faces import FaceLandmarker, dlib_model_file
 
         self.landmarker = FaceLandmarker(predictor_path, upsample, min_detect_side, max_detect_side)
         recognition_file = dlib_model_file("dlib_face_recognition_resnet_model_v1.dat", recognition_path)

@@ -27,6 +27,8 @@ import torch
 
 from pti_lab.atomic import save_torch
 from pti_lab.editing.directions import BOUNDARIES_FILE, BOUNDARIES_KIND
+from pti_lab.errors import MissingExtraError
+from pti_lab.extras import require
 from pti_lab.metrics.edit_scores import attribute_scores
 from pti_lab.generators import make_generator
 from pti_lab.models.fingerprint import generator_fingerprint
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CHECK_SAMPLES = 256   # fresh samples behind each edit-effect number
 CHECK_STRENGTH = 2.0  # strength of the edit-effect check
+FEATURE = "pti_lab.train.fit_boundaries"  # what a missing scikit-learn is reported for
 
 
 def sample_and_score(G: Generator, scorer, count: int, seed: int, batch: int = 250) -> tuple[np.ndarray, dict]:
@@ -60,7 +63,7 @@ def sample_and_score(G: Generator, scorer, count: int, seed: int, batch: int = 2
 def fit_boundary(latents: np.ndarray, scores: np.ndarray, ratio: float, seed: int,
                  split: float = 0.7) -> tuple[np.ndarray, float]:
     """InterfaceGAN's train_boundary: (unit normal [w_dim], validation accuracy)."""
-    from sklearn.svm import SVC
+    svm = require("sklearn.svm", FEATURE)
 
     chosen = int(len(scores) * ratio)
     order = np.argsort(scores)[::-1]
@@ -72,7 +75,7 @@ def fit_boundary(latents: np.ndarray, scores: np.ndarray, ratio: float, seed: in
     y_train = np.concatenate([np.ones(train), np.zeros(train)])
     x_val = np.concatenate([positive[train:], negative[train:]])
     y_val = np.concatenate([np.ones(chosen - train), np.zeros(chosen - train)])
-    classifier = SVC(kernel="linear").fit(x_train, y_train)
+    classifier = svm.SVC(kernel="linear").fit(x_train, y_train)
     accuracy = float((classifier.predict(x_val) == y_val).mean())
     normal = classifier.coef_.reshape(-1).astype(np.float32)
     return normal / np.linalg.norm(normal), accuracy
@@ -121,6 +124,10 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs") / BOUNDARIES_FILE)
     parser.add_argument("--ship", action="store_true", help="also ship the file in pti_lab/synthfaces/weights")
     args = parser.parse_args(argv)
+    try:
+        require("sklearn.svm", FEATURE)  # now, not after minutes of sampling
+    except MissingExtraError as exc:
+        raise SystemExit(f"error: {exc}") from None
     keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not 0 < args.ratio <= 0.5 or args.samples * args.ratio < 10:

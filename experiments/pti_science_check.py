@@ -44,7 +44,7 @@ def main() -> int:
     for ablation in "ACD":
         run([f"+ablation={ablation}", f"data.limit={args.images}", f"hydra.run.dir={out}/ablation_{ablation}", *common])
     for regularizer in ("none", "locality"):
-        run(["tuner.mode=multi", f"regularizer={regularizer}", f"data.limit={args.multi_images}",
+        run(["mode=multi", f"regularizer={regularizer}", f"data.limit={args.multi_images}",
              f"hydra.run.dir={out}/multi_{regularizer}", *common])
 
     results = {name: summary(out / f"ablation_{name}") for name in "ACD"}

@@ -8,6 +8,8 @@ construct, so `tuner.stepz=3` or `tuner.steps=abc` fails before any work starts,
 
 import importlib
 import inspect
+import logging
+import warnings
 import types
 import typing
 import dataclasses
@@ -15,11 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
 from pti_lab.errors import PTILabError
 
+log = logging.getLogger(__name__)
+
 DEVICES = ("auto", "cpu", "cuda")
+MODES = ("single", "multi")  # single: a generator per image; multi: one for all images (multi-ID)
 
 
 @dataclass
@@ -33,6 +38,8 @@ class PreviewConfig:
 class Config:
     seed: int = 0                  # global seed (sampling, initialisation)
     device: str = "auto"           # 'auto', 'cpu', 'cuda' or 'cuda:N'
+    mode: str = "single"           # 'single': a generator tuned per image; 'multi': one for all images (multi-ID)
+    batch_size: int = 1            # images per group of the run's loop (single mode)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
     data: Any = None               # component: conf/data (the images)
@@ -55,12 +62,36 @@ class ConfigError(PTILabError, ValueError):
     """A configuration value or key is wrong; the message names its full key."""
 
 
+def apply_aliases(cfg: DictConfig) -> None:
+    """Deprecated spellings, mapped onto their replacements before any check: `tuner.mode` -> `mode`."""
+    tuner = cfg.get("tuner")
+    if tuner is not None and "mode" in tuner:
+        with open_dict(cfg):
+            old = tuner.pop("mode")
+            if old is not None:
+                warnings.warn(f"tuner.mode={old} is deprecated; use the top-level mode={old}", FutureWarning)
+                log.warning("tuner.mode=%s is deprecated; use the top-level mode=%s", old, old)
+                cfg.mode = old
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything a run checks before any work: deprecated spellings mapped onto their replacements,
+    the top-level keys, then every component."""
+    apply_aliases(cfg)
+    check_top_level(cfg)
+    check_components(cfg)
+
+
 def check_top_level(cfg: DictConfig) -> None:
     """Refuse top-level keys the schema does not know (Hydra lets `+key=value` add any)."""
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = [key for key in cfg if key not in known]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level key (known: {', '.join(sorted(known))})")
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size}: expected a whole number >= 1")
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

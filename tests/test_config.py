@@ -1,15 +1,13 @@
 """Every config composes and checks; bad values fail at config time; run.py runs end to end."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pti_lab.config import ConfigError, check_components, check_top_level, register_configs
-from tests.conftest import REPO
+from pti_lab.config import ConfigError, check_config, register_configs
+from tests.conftest import REPO, run_py
 
 CONF = REPO / "conf"
 SKIP_GROUPS = {"hydra"}  # Hydra's own settings, composed in every run
@@ -42,8 +40,7 @@ REQUIRED = {("data", "folder"): ["data.path=photos"], ("data", "image"): ["data.
 def test_every_option_composes_and_checks(group, option):
     selection = f"{group}={option}" if group in DEFAULT_GROUPS else f"+{group}={option}"
     cfg = compose_config(selection, *REQUIRED.get((group, option), []))
-    check_top_level(cfg)
-    check_components(cfg)
+    check_config(cfg)
 
 
 def test_ablation_is_not_in_the_defaults_list():
@@ -69,23 +66,20 @@ def test_hydra_refuses_bad_values(override, message):
     ("tuner.steps=abc", "tuner.steps='abc': expected int"),
     ("+tuner.stepz=3", r"tuner.stepz: unknown key for pti_lab.tuning.PivotalTuner"),
     ("+foo=1", "foo: unknown top-level key"),
+    ("mode=both", "mode='both': expected one of single, multi"),
+    ("batch_size=0", "batch_size=0: expected a whole number >= 1"),
     ("data=folder", r"data.path: a value is required \(set data.path=...\)"),
 ])
 def test_component_check_refuses_bad_values(override, message):
     cfg = compose_config(override)
     with pytest.raises(ConfigError, match=message):
-        check_top_level(cfg)
-        check_components(cfg)
-
-
-def run_py(tmp_path, *args):
-    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+        check_config(cfg)
 
 
 def test_run_py_writes_summary_and_preview(tmp_path):
     out = tmp_path / "run"
-    result = run_py(tmp_path, f"hydra.run.dir={out}", "preview.count=4", "device=cpu", "generator=fresh",
-                    "data.limit=0", "logger=none")
+    result = run_py(f"hydra.run.dir={out}", "preview.count=4", "device=cpu", "generator=fresh",
+                    "data.limit=0", "logger=none", check=False)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["choices"]["generator"] == "fresh"
@@ -96,15 +90,17 @@ def test_run_py_writes_summary_and_preview(tmp_path):
 
 
 def test_run_py_sweep_writes_one_subdir_per_job(tmp_path):
-    result = run_py(tmp_path, "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1", "preview.count=2",
-                    "device=cpu", "data.limit=0", "logger=none")
+    result = run_py("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1", "preview.count=2",
+                    "device=cpu", "data.limit=0", "logger=none", check=False)
     assert result.returncode == 0, result.stderr
     summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
-    assert [p.parent.name for p in summaries] == ["0_data.limit=0,logger=none,preview.count=2,seed=0",
-                                                  "1_data.limit=0,logger=none,preview.count=2,seed=1"]
+    assert [p.parent.name for p in summaries] == ["0", "1"]  # job numbers: an override may be a path
+    for job, seed in (("0", 0), ("1", 1)):
+        recorded = (tmp_path / "sweep" / job / ".hydra" / "overrides.yaml").read_text()
+        assert f"seed={seed}" in recorded and "data.limit=0" in recorded
 
 
 def test_run_py_config_error_is_one_line(tmp_path):
-    result = run_py(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", "device=tpu")
+    result = run_py(f"hydra.run.dir={tmp_path / 'run'}", "device=tpu", check=False)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == "error: device='tpu': expected one of auto, cpu, cuda, cuda:N"

@@ -3,15 +3,13 @@ edits, editing metrics, and the edit stage of run.py on the embedded synthfaces 
 
 import json
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from pti_lab.editing import GANSpaceEditor, InterfaceGANEditor, SequentialEditor, StyleCLIPEditor
-from pti_lab.editing.directions import PCA, boundary_names, load_direction, load_pca
+from pti_lab.editing.directions import boundary_names, load_direction, load_pca
 from pti_lab.train.fit_boundaries import fit_boundary
 from pti_lab.editing.ganspace import fit_pca
 from pti_lab.editing.interfacegan import conditional_direction
@@ -24,7 +22,7 @@ from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.tiny_clip import load_clip
 from pti_lab.synthfaces.predictor import AttributePredictor, SynthfacesIdentity
 from pti_lab.tracking.store import RunStore
-from tests.conftest import REPO
+from tests.conftest import run_py
 
 DIRECTIONS = "ffhq_directions"
 SYNTHFACES_BOUNDARIES = ["age", "eyes_open", "grey_hair", "mouth_open", "pose", "smile", "wrinkles", "yaw"]
@@ -151,7 +149,7 @@ def test_interfacegan_moves_ws_along_the_boundary_on_the_chosen_layers(G, faces)
     editor.prepare(G)
     normal = load_direction("smile", G.w_dim)
     ws = faces[:1]
-    edits = editor.edits(G, ws)
+    edits = editor.edits(G, ws).edits
     assert [(e.name, e.strength, e.attributes) for e in edits] == [("smile", -2.0, ("smile",)), ("smile", 3.0, ("smile",))]
     difference = edits[1].ws - ws  # [1, num_ws, w_dim]
     assert torch.allclose(difference[0, 2:5], 3 * normal.expand(3, -1), atol=1e-5)
@@ -184,7 +182,7 @@ def test_official_directions_edit_an_ffhq_shaped_generator(shared_fixtures):
     ws = G16.mapping(torch.randn(1, 512), None)
     path = shared_fixtures / DIRECTIONS / "pti_interfacegan_rotation.pt"
     editor = InterfaceGANEditor(direction=str(path), strengths=[-5, 5])
-    (minus, plus) = editor.edits(G16, ws)
+    (minus, plus) = editor.edits(G16, ws).edits
     assert plus.name == "pti_interfacegan_rotation" and plus.attributes == ()
     direction = torch.load(path, weights_only=True)
     assert torch.allclose(plus.ws, ws + 5 * direction, atol=1e-5)  # PTI's latent_editor: w + factor * direction
@@ -196,7 +194,7 @@ def test_ganspace_absolute_mode_matches_the_official_formula(shared_fixtures):
     ws = G16.mapping(torch.randn(1, 512), None)
     path = shared_fixtures / DIRECTIONS / "pti_ganspace_ffhq_pca.pt"
     editor = GANSpaceEditor(component=3, strengths=[2.5], layers=[1, 4], mode="absolute", pca=str(path))
-    (edit,) = editor.edits(G16, ws)
+    (edit,) = editor.edits(G16, ws).edits
     pca = torch.load(path, weights_only=True)  # PTI / e4e get_delta, written out
     centred = ws[0, 0] - pca["mean"][0]
     coordinate = (centred * pca["comp"][3, 0]).sum() / pca["std"][3]
@@ -224,7 +222,7 @@ def test_fitted_pca_is_the_pca_of_the_samples(G, tmp_path, monkeypatch):
     editor = GANSpaceEditor(component=0, strengths=[-2, 2], num_samples=2000)
     editor.prepare(G)
     assert len(list((tmp_path / "ganspace").glob("*.pt"))) == 1  # cached for later runs, official layout
-    minus, plus = editor.edits(G, G.mapping(torch.randn(1, G.z_dim), None))
+    minus, plus = editor.edits(G, G.mapping(torch.randn(1, G.z_dim), None)).edits
     assert torch.allclose(plus.ws - minus.ws, (4 * editor.pca.std[0] * editor.pca.components[0]).expand_as(plus.ws), atol=1e-4)
 
 
@@ -232,7 +230,7 @@ def test_sequential_edits_chain_and_name_each_step(G, faces):
     editor = SequentialEditor([InterfaceGANEditor(direction="pose", strengths=[-2, 2]),
                                InterfaceGANEditor(direction="smile", strengths=[2])])
     editor.prepare(G)
-    edits = editor.edits(G, faces[:1])
+    edits = editor.edits(G, faces[:1]).edits
     assert [e.name for e in edits] == ["pose", "pose", "pose-2>smile", "pose+2>smile"]
     assert edits[3].attributes == ("pose", "smile") and editor.attributes == ("pose", "smile")
     expected = faces[:1] + 2 * load_direction("pose", G.w_dim) + 2 * load_direction("smile", G.w_dim)
@@ -289,33 +287,50 @@ def test_fit_boundary_recovers_a_known_direction():
 # StyleCLIP.
 
 
+# Faces whose hair can turn greyer. 40 Adam steps amplify rounding differences (CPU kind, thread
+# count), so one face's numbers are draws from a spread: over 1e-5 perturbations of the pivot and 1
+# or 2 threads, identity kept ranged 0.59-0.94 (face 3), 0.84-0.95 (face 5), 0.81-0.94 (face 0) while
+# the nearest other face stayed below 0.40; face 6 is left out, its kept identity ranged -0.08-0.59.
+# The movement towards the prompt varies little: CLIP similarity +0.20 to +0.28, grey hair +0.24 to
+# +0.65 per face.
+STYLECLIP_FACES = (0, 3, 5)
+
+
 def test_styleclip_moves_towards_the_prompt_and_keeps_close(G, faces):
-    clip = load_clip()
-    identity = SynthfacesIdentity()
-    editor = StyleCLIPEditor(prompt="a face with grey hair", clip=clip, identity=identity, l2_lambda=0.001,
+    clip, identity, scorer = load_clip(), SynthfacesIdentity(), AttributePredictor()
+    prompt = "a face with grey hair"
+    editor = StyleCLIPEditor(prompt=prompt, clip=clip, identity=identity, l2_lambda=0.001,
                              steps=40, strengths=[0.5, 1.0], attribute="grey_hair")
-    ws = faces[3:4]  # dark hair (predicted grey_hair 0.18)
-    half, full = editor.edits(G, ws)
-    assert full.name == "styleclip:a face with grey hair" and full.attributes == ("grey_hair",)
-    assert editor.losses[-1]["clip"] < editor.losses[0]["clip"] - 0.15  # measured: 0.84 -> 0.50
-    assert {"clip", "l2", "id", "loss"} == set(editor.losses[0])
-    assert torch.allclose(half.ws - ws, 0.5 * (full.ws - ws), atol=1e-6)
-    assert torch.allclose((full.ws - ws)[0, 0], (full.ws - ws)[0, -1])  # W: one offset for every row
     with torch.no_grad():
-        before = clip.similarity(G.synthesis(ws, noise_mode="const"), ["a face with grey hair"]).item()
-        after = clip.similarity(G.synthesis(full.ws, noise_mode="const"), ["a face with grey hair"]).item()
-        grey = [attribute_scores(AttributePredictor(), G.synthesis(w, noise_mode="const"))["grey_hair"].item()
-                for w in (ws, full.ws)]
-        (kept,), _ = identity.compare(G.synthesis(ws, noise_mode="const"), G.synthesis(full.ws, noise_mode="const"))
-    assert after > before + 0.15
-    assert grey[1] > grey[0] + 0.15 and kept > 0.6  # measured: grey hair 0.18 -> 0.52, identity 0.77
+        people = identity.embed(G.synthesis(faces, noise_mode="const").clamp(-1, 1))[0]  # [8, 128]
+    margins = []  # identity kept minus the similarity to the nearest other face, per edit
+    for index in STYLECLIP_FACES:
+        ws = faces[index:index + 1]
+        editing = editor.edits(G, ws)
+        half, full = editing.edits
+        assert full.name == "styleclip:a face with grey hair" and full.attributes == ("grey_hair",)
+        assert {"clip", "l2", "id", "loss"} == set(editing.losses[0])
+        assert editing.losses[-1]["clip"] < editing.losses[0]["clip"] - 0.1, index
+        assert torch.allclose(half.ws - ws, 0.5 * (full.ws - ws), atol=1e-6)
+        assert torch.allclose((full.ws - ws)[0, 0], (full.ws - ws)[0, -1])  # W: one offset for every row
+        with torch.no_grad():
+            before = G.synthesis(ws, noise_mode="const").clamp(-1, 1)
+            after = G.synthesis(full.ws, noise_mode="const").clamp(-1, 1)
+            closer = clip.similarity(after, [prompt]).item() - clip.similarity(before, [prompt]).item()
+            grey_before, grey_after = (attribute_scores(scorer, image)["grey_hair"].item() for image in (before, after))
+            similarity = people @ identity.embed(after)[0][0]  # [8]: the edit against every face
+        assert closer > 0.1 and grey_after > grey_before + 0.1, (index, closer, grey_before, grey_after)
+        nearest_other = torch.cat([similarity[:index], similarity[index + 1:]]).max().item()
+        assert similarity[index] > nearest_other, (index, similarity)  # still recognised as its own face
+        margins.append(similarity[index].item() - nearest_other)
+    assert np.mean(margins) > 0.3, margins  # measured: 0.55 to 0.68
     assert all(p.requires_grad for p in G.parameters()) or not any(p.requires_grad for p in G.parameters())
 
 
 def test_styleclip_w_plus_and_bad_settings(G, faces):
     clip = load_clip()
     editor = StyleCLIPEditor(prompt="a smiling face", clip=clip, space="w_plus", steps=3, id_lambda=0, lr=1.0)
-    (edit,) = editor.edits(G, faces[:1])
+    (edit,) = editor.edits(G, faces[:1]).edits
     assert not torch.allclose((edit.ws - faces[:1])[0, 0], (edit.ws - faces[:1])[0, -1])
     with pytest.raises(BadInputError, match="non-empty text prompt"):
         StyleCLIPEditor(prompt="  ", clip=clip, id_lambda=0)
@@ -329,13 +344,6 @@ def test_styleclip_w_plus_and_bad_settings(G, faces):
 # run.py: the edit stage.
 
 FAST = ["logger=none", "inverter.steps=4", "tuner.steps=3", "device=cpu", "preview.count=0", "tuner.progress=false"]
-
-
-def run_py(*args, expect_success=True):
-    result = subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
-    if expect_success:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def test_interfacegan_edit_stage_writes_rows_grids_and_summary(tmp_path):
@@ -382,7 +390,7 @@ def test_edit_after_finished_tuning_reuses_the_stored_generator(tmp_path):
 ])
 def test_bad_editor_settings_fail_before_any_work_in_one_line(tmp_path, overrides, message):
     out = tmp_path / "run"
-    result = run_py(f"hydra.run.dir={out}", *overrides, *FAST, expect_success=False)
+    result = run_py(f"hydra.run.dir={out}", *overrides, *FAST, check=False)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert __import__("re").match(message, last), last

@@ -1,8 +1,6 @@
 """run.py end to end on the embedded domain: stages, outputs, resume, bad files, multi-ID, ablations."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,16 +10,9 @@ from PIL import Image
 from pti_lab.models import load_generator
 from pti_lab.models.delta import load_tuned
 from pti_lab.tracking.store import RunStore
-from tests.conftest import REPO
+from tests.conftest import REPO, run_py
 
 FAST = ["logger=none", "inverter.steps=4", "tuner.steps=3", "device=cpu", "preview.count=2", "tuner.progress=false"]
-
-
-def run_py(*args, timeout=600):
-    result = subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def summary_of(run_dir):
@@ -30,7 +21,9 @@ def summary_of(run_dir):
 
 def test_default_pipeline_writes_every_output(tmp_path):
     out = tmp_path / "run"
-    run_py(f"hydra.run.dir={out}", "data.limit=2", *FAST)
+    result = run_py(f"hydra.run.dir={out}", "data.limit=2", *FAST)
+    log = result.stderr + result.stdout
+    assert "[1/2] ood_000:" in log and "ETA" in log and "[2/2] ood_001:" in log  # the progress line
     summary = summary_of(out)
     assert summary["images"] == 2 and summary["failed"] == []
     assert summary["choices"]["inverter"] == "w" and summary["choices"]["tuner"] == "pivotal"
@@ -81,14 +74,15 @@ def test_corrupt_images_are_skipped_and_recorded(tmp_path):
 
 def test_multi_id_reports_locality_drift(tmp_path):
     out = tmp_path / "run"
-    run_py(f"hydra.run.dir={out}", "data.limit=2", "tuner.mode=multi", "regularizer=locality", *FAST)
+    run_py(f"hydra.run.dir={out}", "data.limit=2", "mode=multi", "regularizer=locality", *FAST)
     summary = summary_of(out)
     assert summary["images"] == 2 and (out / "tuned_G.pt").is_file()
     locality = summary["locality"]
     assert locality["latents"] == 64 and locality["lpips"] >= 0 and locality["mse"] >= 0
     stamp, rows = (out / "tuned_G.pt").stat().st_mtime_ns, RunStore(out).results()
     result = run_py(f"hydra.run.dir={out}", "data.limit=2", "tuner.mode=multi", "regularizer=locality",
-                    "editor=interfacegan", "editor.strengths=[2]", *FAST)
+                    "editor=interfacegan", "editor.strengths=[2]", *FAST)  # the deprecated spelling still works
+    assert "tuner.mode=multi is deprecated; use the top-level mode=multi" in result.stderr + result.stdout
     assert "all 2 images already tuned together, skipped" in result.stderr + result.stdout
     assert (out / "tuned_G.pt").stat().st_mtime_ns == stamp  # the shared generator is reused, not re-tuned
     assert RunStore(out).results()[:4] == rows
@@ -97,11 +91,45 @@ def test_multi_id_reports_locality_drift(tmp_path):
     assert summary_of(out)["locality"] == pytest.approx(locality, rel=1e-4)  # the stored delta restores G
 
 
+def test_groups_of_two_give_the_outputs_of_groups_of_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_py(f"hydra.run.dir={one}", "data.limit=3", *FAST)
+    result = run_py(f"hydra.run.dir={two}", "data.limit=3", "batch_size=2", *FAST)
+    assert "[2/3] ood_000, ood_001:" in result.stderr + result.stdout
+    # A group runs each stage for all its images before the next stage: same rows, another order.
+    strip = lambda rows: sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows),  # noqa: E731
+                                key=lambda r: (r["image"], r["stage"]))
+    assert strip(RunStore(two).results()) == strip(RunStore(one).results())
+    files = lambda out: sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*"))  # noqa: E731
+    assert files(two) == files(one)
+
+
+def test_an_official_generator_whose_renders_span_ten_is_inverted_and_tuned(tmp_path):
+    """A 64 px network in the official pickle format with fresh weights: raw renders far outside
+    [-1, 1]. Inversion and tuning run on its renders as they are; tuning lowers LPIPS."""
+    from pti_lab.models import Generator
+    from tests.official_pickle import dumps_network_pickle
+
+    torch.manual_seed(0)
+    G = Generator(64, 0, 64, 64, 3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=2048, channel_max=64))
+    with torch.no_grad():
+        assert G(torch.randn(8, 64), None, noise_mode="const").abs().max() > 5
+    path = tmp_path / "network-snapshot-000000.pkl"
+    path.write_bytes(dumps_network_pickle(G))
+    out = tmp_path / "run"
+    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data.limit=2", "logger=none", "inverter.steps=4",
+           "tuner.steps=30", "tuner.lr=3e-3", "tuner.lpips_threshold=0", "device=cpu", "preview.count=0")
+    summary = summary_of(out)
+    assert summary["failed"] == [] and summary["images"] == 2
+    assert summary["stages"]["tuning"]["lpips"] < summary["stages"]["inversion"]["lpips"] - 0.05
+
+
 @pytest.mark.slow
 def test_all_ablations_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     run_py("-m", "+ablation=A,B,C,D,E,F", f"hydra.sweep.dir={sweep}", "data.limit=1", *FAST, timeout=1500)
-    summaries = {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
     assert len(summaries) == 6
     inverters = {s["choices"]["ablation"]: (s["choices"]["inverter"], s["choices"]["tuner"]) for s in summaries.values()}
     assert inverters == {"A": ("w", "pivotal"), "B": ("w_plus", "pivotal"), "C": ("mean", "pivotal"),

@@ -81,9 +81,9 @@ def test_nan_loss_stops_the_image_with_the_step(G, lpips):
     class NaNAtThirdCall(torch.nn.Module):
         calls = 0
 
-        def forward(self, x, y):
+        def forward_unchecked(self, x, y):
             self.calls += 1
-            value = lpips(x, y)
+            value = lpips.forward_unchecked(x, y)
             return value * float("nan") if self.calls == 3 else value
 
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 2"):
@@ -94,7 +94,7 @@ def test_multi_id_tunes_one_generator_for_all_images(G, lpips):
     targets, pivots = zip(*(out_of_domain_target(G, seed) for seed in (1, 2)))
     targets, pivots = torch.cat(targets), torch.cat(pivots)
     before = lpips(G.synthesis(pivots, noise_mode="const"), targets).flatten()
-    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=0, mode="multi", progress=False).tune(
+    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=0, progress=False).tune(
         G, targets, pivots, lpips)
     after = lpips(result.generator.synthesis(pivots, noise_mode="const"), targets).flatten()
     assert (after < 0.7 * before).all(), (before, after)
@@ -142,3 +142,34 @@ def test_joint_tuning_moves_the_latent_within_w(G, lpips):
     assert not torch.allclose(result.pivots, start)
     assert torch.equal(result.pivots, result.pivots[:, :1].expand_as(result.pivots))  # still one w per image
     assert result.losses[-1]["loss"] < result.losses[0]["loss"]
+
+
+def test_a_generator_whose_renders_span_ten_tunes(lpips):
+    """Official networks with fresh weights render far outside [-1, 1]; tuning must not refuse its
+    own renders (only the targets are images that must be in range)."""
+    torch.manual_seed(5)
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=512, channel_max=32)).eval().requires_grad_(False)
+    with torch.no_grad():
+        for res in G.synthesis.block_resolutions:  # as an official 64 px network with fresh weights
+            getattr(G.synthesis, f"b{res}").torgb.weight.mul_(4)
+    pivot = G.mapping(torch.randn(1, 32), None)
+    with torch.no_grad():
+        raw = G.synthesis(pivot, noise_mode="const")
+    assert raw.abs().max() > 5  # the case: renders span about +-10
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=0, progress=False).tune(G, target, pivot, lpips)
+    before = lpips(raw.clamp(-1, 1), target).item()
+    with torch.no_grad():
+        after = lpips(result.generator.synthesis(pivot, noise_mode="const").clamp(-1, 1), target).item()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_on_step_sees_every_step_with_its_losses_and_renders(G, lpips):
+    target, pivot = out_of_domain_target(G)
+    seen = []
+    result = PivotalTuner(steps=4, lr=1e-3, lpips_threshold=0, progress=False).tune(
+        G, target, pivot, lpips, on_step=lambda step, losses, renders: seen.append((step, losses, renders.shape)))
+    assert [step for step, _, _ in seen] == [0, 1, 2, 3]
+    assert [losses for _, losses, _ in seen] == result.losses
+    assert all(shape == target.shape for _, _, shape in seen)

@@ -3,16 +3,18 @@
 An editor turns a pivot (ws [1, num_ws, w_dim]) into edited latents; the pipeline renders them with
 the tuned generator and, for comparison, the original one. `prepare(G)` loads and checks what the
 editor needs against the generator once, before any image; `edits(G, ws)` returns the edits of one
-pivot, in order.
+pivot, in order, with the losses of the optimisation behind them (StyleCLIP), as inverters and
+tuners return theirs.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 
 from pti_lab.errors import BadInputError
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class Edit:
     strength: float           # the strength of the last step
     ws: torch.Tensor          # [1, num_ws, w_dim] edited latents
     attributes: tuple = ()    # attributes the edit aims at, last = the one it is measured on
+
+
+@dataclass
+class Editing:
+    edits: list[Edit]                                 # the edits of one pivot, in order
+    losses: list[dict] = field(default_factory=list)  # per optimisation step (StyleCLIP); empty otherwise
 
 
 def check_strengths(strengths: Sequence, where: str) -> list[float]:
@@ -69,12 +77,12 @@ class Editor:
     """Base class of the editors."""
 
     attributes: tuple = ()  # attributes the edits aim at (checked against the scorer before any work)
-    losses: list = []       # per step of the latest optimisation, for the logger (StyleCLIP); read-only here
 
     def prepare(self, G: Generator) -> None:
         """Load and check against G what the edits need (directions, PCA); called once per generator."""
 
-    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
+    def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
+        """The edits of pivot `ws` [1, num_ws, w_dim]; `on_step` is called after each optimisation step."""
         raise NotImplementedError
 
 
@@ -96,15 +104,17 @@ class SequentialEditor(Editor):
         for editor in self.editors:
             editor.prepare(G)
 
-    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
-        results, frontier = [], [Edit(name="", strength=0.0, ws=ws)]
+    def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
+        results, losses, frontier = [], [], [Edit(name="", strength=0.0, ws=ws)]
         for editor in self.editors:
             chained = []
             for previous in frontier:
-                for edit in editor.edits(G, previous.ws):
+                editing = editor.edits(G, previous.ws, on_step)
+                losses += editing.losses
+                for edit in editing.edits:
                     prefix = f"{previous.name}{format_strength(previous.strength)}>" if previous.name else ""
                     chained.append(Edit(name=prefix + edit.name, strength=edit.strength, ws=edit.ws,
                                         attributes=previous.attributes + edit.attributes))
             results += chained
             frontier = chained
-        return results
+        return Editing(results, losses)

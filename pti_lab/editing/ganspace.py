@@ -24,11 +24,12 @@ import torch
 
 from pti_lab.atomic import save_torch
 from pti_lab.editing.directions import PCA, load_pca
-from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
+from pti_lab.editing.editor import Edit, Editing, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
 from pti_lab.inversion.w_stats import fingerprint
 from pti_lab.generators import make_generator
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 from pti_lab.runtime import keep_freed_memory
 from pti_lab.weights import cache_dir
 
@@ -113,7 +114,7 @@ class GANSpaceEditor(Editor):
         self.pca = pca
         self.mask = layer_mask(self.layers, G.num_ws, "editor")
 
-    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
+    def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
         check_pivot(G, ws)
         if self.pca is None:
             self.prepare(G)
@@ -126,7 +127,7 @@ class GANSpaceEditor(Editor):
             amount = s if self.mode == "relative" else s - coordinate
             edits.append(Edit(name=f"pc{self.component}", strength=s, ws=ws + mask * (amount * std) * vector,
                               attributes=self.attributes))
-        return edits
+        return Editing(edits)
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -17,10 +17,11 @@ from typing import Optional, Union
 import torch
 
 from pti_lab.editing.directions import boundary_names, is_file_reference, load_direction, read_boundaries
-from pti_lab.editing.editor import Edit, Editor, check_layers, check_pivot, check_strengths, layer_mask
+from pti_lab.editing.editor import Edit, Editing, Editor, check_layers, check_pivot, check_strengths, layer_mask
 from pti_lab.errors import BadInputError
 from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class InterfaceGANEditor(Editor):
                         for d in self.directions]
         self.mask = layer_mask(self.layers, G.num_ws, "editor")
 
-    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
+    def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
         check_pivot(G, ws)
         if self.vectors is None:
             self.prepare(G)
@@ -93,4 +94,4 @@ class InterfaceGANEditor(Editor):
             step = (self.mask * vector).to(ws)  # [1, num_ws, w_dim]
             name = Path(direction).stem if is_file_reference(direction) else direction
             edits += [Edit(name=name, strength=t, ws=ws + t * step, attributes=target) for t in self.strengths]
-        return edits
+        return Editing(edits)

@@ -15,15 +15,15 @@ L2-normalised embeddings: the synthfaces tiny CLIP offline (`pti_lab.synthfaces.
 Hugging Face's CLIPModel (`pti_lab.models.hf_clip.HuggingFaceCLIP`, e.g. openai/clip-vit-base-patch32).
 """
 
-import time
 from typing import Optional
 
 import torch
 
-from pti_lab.editing.editor import Edit, Editor, check_pivot, check_strengths
+from pti_lab.editing.editor import Edit, Editing, Editor, check_pivot, check_strengths
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.inversion.projector import ramped_learning_rate
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 
 SPACES = ("w", "w_plus")
 
@@ -63,17 +63,16 @@ class StyleCLIPEditor(Editor):
         self.strengths = check_strengths(strengths, "editor")
         self.attributes = (attribute,) if attribute else ()
         self.noise_mode = noise_mode
-        self.losses: list[dict] = []   # per step of the latest optimisation: clip, l2, id, loss
-        self.seconds = 0.0             # of the latest optimisation
 
     def prepare(self, G: Generator) -> None:
         self.clip.to(next(G.parameters()).device)
         if self.identity is not None:
             self.identity.to(next(G.parameters()).device)
 
-    def optimise(self, G: Generator, ws: torch.Tensor) -> torch.Tensor:
-        """The offset d, [1, 1 or num_ws, w_dim], found for `ws`."""
-        start = time.perf_counter()
+    def optimise(self, G: Generator, ws: torch.Tensor,
+                 on_step: Optional[StepCallback] = None) -> tuple[torch.Tensor, list[dict]]:
+        """The offset d, [1, 1 or num_ws, w_dim], found for `ws`, and the losses of each step
+        (clip, l2, id, loss)."""
         ws = ws.detach()
         rows = 1 if self.space == "w" else G.num_ws
         offset = torch.zeros(1, rows, G.w_dim, device=ws.device, requires_grad=True)
@@ -85,7 +84,7 @@ class StyleCLIPEditor(Editor):
                 source_id = self.identity.embed(G.synthesis(ws, noise_mode=self.noise_mode).clamp(-1, 1))[0]
         G_requires_grad = [p.requires_grad for p in G.parameters()]
         G.requires_grad_(False)  # gradients go to the offset only
-        self.losses = []
+        history = []
         try:
             for step in range(self.steps):
                 for group in optimizer.param_groups:
@@ -103,18 +102,20 @@ class StyleCLIPEditor(Editor):
                 losses["loss"] = loss.item()
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(f"StyleCLIP: loss became {loss.item()} at step {step}")
-                self.losses.append(losses)
+                history.append(losses)
+                if on_step is not None:
+                    on_step(step, losses, image.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         finally:
             for param, flag in zip(G.parameters(), G_requires_grad):
                 param.requires_grad_(flag)
-        self.seconds = time.perf_counter() - start
-        return offset.detach()
+        return offset.detach(), history
 
-    def edits(self, G: Generator, ws: torch.Tensor) -> list[Edit]:
+    def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
         check_pivot(G, ws)
-        offset = self.optimise(G, ws)
+        offset, losses = self.optimise(G, ws, on_step)
         name = f"styleclip:{self.prompt}"
-        return [Edit(name=name, strength=t, ws=ws + t * offset, attributes=self.attributes) for t in self.strengths]
+        edits = [Edit(name=name, strength=t, ws=ws + t * offset, attributes=self.attributes) for t in self.strengths]
+        return Editing(edits, losses)

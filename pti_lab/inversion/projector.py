@@ -41,6 +41,7 @@ from pti_lab.imaging import check_images, describe
 from pti_lab.inversion.w_stats import OFFICIAL_SEED, PTI_SAMPLES, cached_w_stats
 from pti_lab.models.lpips import ProjectorDistance
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 
 ADAM_BETAS = (0.9, 0.999)
 NOISE_REG_MIN_SIZE = 8  # the autocorrelation penalty stops halving a noise map at this size
@@ -133,8 +134,10 @@ class WInverter:
         """Learning rate at progress t = step / steps in [0, 1)."""
         return ramped_learning_rate(t, self.lr, self.lr_rampup, self.lr_rampdown)
 
-    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0) -> Inversion:
-        """Invert `target` [1, 3, R, R] in [-1, 1]; `seed` fixes the noise maps and the w noise."""
+    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0,
+               on_step: Optional[StepCallback] = None) -> Inversion:
+        """Invert `target` [1, 3, R, R] in [-1, 1]; `seed` fixes the noise maps and the w noise;
+        `on_step` is called after every step with its losses and render."""
         where = type(self).__name__
         check_target(G, target, where)
         start = time.perf_counter()
@@ -177,6 +180,8 @@ class WInverter:
                 raise NonFiniteLossError(f"{where}: loss is {record['loss']} at step {step + 1}/{self.steps} "
                                          f"(dist {record['dist']}, noise_reg {record['noise_reg']})")
             losses.append(record)
+            if on_step is not None:
+                on_step(step, record, synth.detach())
             if not bar.disable:
                 bar.set_postfix(dist=f"{record['dist']:.4f}", refresh=False)
 

@@ -1,12 +1,14 @@
 """Pivots without optimisation, for the paper's ablation (Fig. 16): the mean latent and a random one."""
 
 import time
+from typing import Optional
 
 import torch
 
 from pti_lab.inversion.projector import Inversion, check_target
 from pti_lab.inversion.w_stats import OFFICIAL_SEED, PTI_SAMPLES, cached_w_stats
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 
 
 class MeanInverter:
@@ -21,8 +23,10 @@ class MeanInverter:
     ):
         self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache = w_avg_samples, w_stats_seed, w_stats_disk_cache
 
-    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0) -> Inversion:
-        """mu_w broadcast to [1, num_ws, w_dim]; the target is only checked and `seed` is not used."""
+    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0,
+               on_step: Optional[StepCallback] = None) -> Inversion:
+        """mu_w broadcast to [1, num_ws, w_dim]; the target is only checked; `seed` and
+        `on_step` are not used (nothing is optimised)."""
         check_target(G, target, type(self).__name__)
         start = time.perf_counter()
         stats = cached_w_stats(G, self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache)
@@ -41,8 +45,10 @@ class RandomInverter:
     ):
         self.truncation_psi = truncation_psi
 
-    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0) -> Inversion:
-        """G.mapping(z) with z ~ N(0, I) from a CPU generator seeded with `seed` (device-independent)."""
+    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0,
+               on_step: Optional[StepCallback] = None) -> Inversion:
+        """G.mapping(z) with z ~ N(0, I) from a CPU generator seeded with `seed` (device-independent);
+        `on_step` is not used (nothing is optimised)."""
         check_target(G, target, type(self).__name__)
         start = time.perf_counter()
         device = next(G.parameters()).device

@@ -103,3 +103,25 @@ def reconstruction_metrics(x: torch.Tensor, y: torch.Tensor, lpips_net: str = "a
         "ms_ssim": ms_ssim(x, y),
         "lpips": lpips(x, y, lpips_net),
     }
+
+
+def reconstruction_row(target: torch.Tensor, reconstruction: torch.Tensor, identity=None) -> dict:
+    """The results-row metrics of one image [1, 3, R, R] in [-1, 1]: the metrics above and `id_sim`
+    (cosine similarity under `identity`, an IdentityNetwork). A metric that cannot be computed is
+    None, with the reason under `reasons`; never a made-up number."""
+    row, reasons = {}, {}
+    for key, values in reconstruction_metrics(target, reconstruction).items():
+        value = values.item()
+        row[key] = value if value == value and abs(value) != float("inf") else None
+        if row[key] is None:
+            reasons[key] = f"{key} is {value} (identical images give infinite PSNR)"
+    if identity is None:
+        row["id_sim"], reasons["id_sim"] = None, "no identity network configured"
+    else:
+        (similarity,), (reason,) = identity.compare(target, reconstruction)
+        row["id_sim"] = similarity
+        if reason:
+            reasons["id_sim"] = reason
+    if reasons:
+        row["reasons"] = reasons
+    return row

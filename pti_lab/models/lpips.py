@@ -340,6 +340,11 @@ class LPIPS(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """LPIPS(x, y) -> [N, 1, 1, 1]; inputs [N, 3, H, W] in [-1, 1] (in [0, 1] with normalize=True)."""
         self.check(x, y, normalize)
+        return self.forward_unchecked(x, y, normalize)
+
+    def forward_unchecked(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """`forward` without the input check, for a generator's own renders during an optimisation:
+        their range is whatever the generator outputs (official networks overshoot [-1, 1] by far)."""
         feats = self.feature_maps_unchecked(torch.cat([x, y]), normalize)  # one backbone pass for both
         feats_x, feats_y = zip(*(f.chunk(2) for f in feats))
         return self.distance(feats_x, feats_y)

@@ -63,7 +63,7 @@ class LocalityRegularizer:
                 before = original.synthesis(w_r, noise_mode=self.noise_mode)
             after = tuned.synthesis(w_r, noise_mode=self.noise_mode)
             if self.lpips_weight > 0:
-                total_lpips = total_lpips + perceptual(before, after).mean()
+                total_lpips = total_lpips + perceptual.forward_unchecked(before, after).mean()
             if self.l2_weight > 0:
                 total_l2 = total_l2 + F.mse_loss(after, before)
         n = len(pivots)

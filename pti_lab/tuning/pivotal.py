@@ -4,6 +4,9 @@ Pivotal tuning freezes the pivot latents and tunes the generator so that G(pivot
 target under lpips_weight * LPIPS + l2_weight * MSE, noise mode 'const', Adam, optionally with
 the locality regulariser. The generator passed in is never modified: a copy is tuned and returned.
 Several images at once (multi-ID) minimise the mean of the per-image losses.
+
+Only the targets are checked as images: the generator's renders enter the losses as they come, so
+a generator whose raw output overshoots [-1, 1] (as official networks do) tunes all the same.
 """
 
 import copy
@@ -19,9 +22,8 @@ from tqdm import tqdm
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.imaging import check_images
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.steps import StepCallback
 from pti_lab.tuning.locality_regularizer import LocalityRegularizer
-
-MODES = ("single", "multi")
 
 
 @dataclass
@@ -44,14 +46,12 @@ class PivotalTuner:
         lpips_threshold: float = 0.06,    # stop once every image's LPIPS is at or below this; 0 = never
         noise_mode: str = "const",        # generator noise while tuning
         params: str = r"^synthesis\.",    # regex over parameter names: which parameters are tuned
-        mode: str = "single",             # 'single': one generator per image; 'multi': one for all
         seed: int = 0,                    # seed of the locality regulariser's samples
         progress: bool = True,            # show a progress bar
     ):
-        assert mode in MODES, f"tuner.mode must be one of {MODES}, got {mode!r}"
         self.steps, self.lr = steps, lr
         self.lpips_weight, self.l2_weight, self.lpips_threshold = lpips_weight, l2_weight, lpips_threshold
-        self.noise_mode, self.params, self.mode = noise_mode, params, mode
+        self.noise_mode, self.params = noise_mode, params
         self.seed, self.progress = seed, progress
 
     def trainable(self, G: Generator) -> list[torch.nn.Parameter]:
@@ -72,6 +72,7 @@ class PivotalTuner:
         pivots: torch.Tensor,             # [N, num_ws, w_dim]
         perceptual: torch.nn.Module,      # LPIPS network (alex in PTI)
         regularizer: Optional[LocalityRegularizer] = None,
+        on_step: Optional[StepCallback] = None,  # called after every step (losses, renders)
     ) -> Tuning:
         check_images(targets, "targets", type(self).__name__)
         N = targets.shape[0]
@@ -90,7 +91,7 @@ class PivotalTuner:
         bar = tqdm(range(self.steps), desc=type(self).__name__, disable=not self.progress, leave=False)
         for step in bar:
             images = tuned.synthesis(self.render_latents(latents, G), noise_mode=self.noise_mode)
-            lpips = perceptual(images, targets).reshape(N)                 # per image
+            lpips = perceptual.forward_unchecked(images, targets).reshape(N)  # per image
             mse = F.mse_loss(images, targets, reduction="none").flatten(1).mean(1)  # per image
             if self.lpips_threshold > 0 and bool((lpips <= self.lpips_threshold).all()):
                 stopped_early = True
@@ -107,6 +108,8 @@ class PivotalTuner:
             loss.backward()
             optimizer.step()
             losses.append(record)
+            if on_step is not None:
+                on_step(step, record, images.detach())
             bar.set_postfix(lpips=f"{record['lpips']:.3f}")
         bar.close()
 

@@ -1,0 +1,271 @@
+"""The one loop of a run: groups of images through inversion, tuning and editing.
+
+image -> inverter -> pivot -> tuner -> tuned generator -> editor -> metrics -> recorder.
+
+Images come in groups: one image per group in single mode (each image tunes a generator of its
+own), K per group with batch_size=K, all images in one group in multi-ID mode (one generator tuned
+for all). Within a group every stage runs for every image before the next stage starts, and each
+stage is written down before it counts as done:
+
+  inversion  images/<name>/{target,inversion}.png and pivot.pt, then its results row
+  tuning     the tuned generator (images/<name>/tuned_G.pt, or tuned_G.pt of the run in multi-ID
+             mode), images/<name>/tuned_pivot.pt and tuned.png, then the rows
+  edit       one row per edit, then images/<name>/edits.png (written last: it marks the image done)
+
+so a re-run into the same directory redoes nothing that was finished, and an interrupted stage is
+redone whole. A stage that fails for one image (bad input, a NaN loss) records the image in
+failed.json and the other images go on; in multi-ID mode a failed tuning fails the whole group.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import torch
+
+from pti_lab.config import MODES
+from pti_lab.data import Sample
+from pti_lab.editing.editor import Editor
+from pti_lab.errors import PTILabError
+from pti_lab.metrics.drift import locality_drift
+from pti_lab.metrics.edit_scores import EditMetrics
+from pti_lab.metrics.image import reconstruction_row
+from pti_lab.models.delta import load_tuned, save_tuned
+from pti_lab.models.fingerprint import generator_fingerprint
+from pti_lab.models.stylegan2 import Generator
+from pti_lab.tracking.recorder import Recorder
+from pti_lab.tracking.store import image_grid
+
+log = logging.getLogger(__name__)
+
+PIVOT_FILE = "pivot.pt"               # per image: the inverted latent
+TUNED_FILE = "tuned_G.pt"             # the tuned generator as a delta against the base
+TUNED_PIVOT_FILE = "tuned_pivot.pt"   # per image: the pivot after tuning (moved by joint tuning)
+EDITS_FILE = "edits.png"              # per image: the grid of edits, written after all its edit rows
+
+
+@dataclass
+class Stages:
+    """The components a run is made of, built from the config."""
+    generator: Generator                 # the base generator (never modified)
+    inverter: object                     # image -> pivot: invert(G, target, seed, on_step) -> Inversion
+    perceptual: torch.nn.Module          # LPIPS of the tuning loss and of the locality drift
+    identity: Optional[torch.nn.Module]  # face identity for id_sim; None = not measured
+    tuner: Optional[object] = None       # pivot -> tuned generator: tune(...) -> Tuning; None = no tuning
+    regularizer: Optional[object] = None  # locality regulariser of the tuning; None = none
+    editor: Optional[Editor] = None      # latent edits of the pivots; None = no editing
+    edit_metrics: Optional[EditMetrics] = None  # scores of the edits (attribute changes)
+
+
+@dataclass
+class Progress:
+    """Images done so far and their time, for the progress line and its ETA."""
+    total: Optional[int]   # images in the data set (None = unknown)
+    seen: int = 0          # images handled, finished earlier ones included
+    worked: int = 0        # images this process worked on
+    seconds: float = 0.0   # spent on those
+
+    def line(self, names: list[str], seconds: float) -> str:
+        self.seen += len(names)
+        self.worked += len(names)
+        self.seconds += seconds
+        total = "?" if self.total is None else self.total
+        text = f"[{self.seen}/{total}] {', '.join(names)}: {seconds:.1f} s"
+        if self.total is not None and self.seen < self.total:
+            remaining = self.seconds / self.worked * (self.total - self.seen)
+            text += f"; ETA {format_duration(remaining)}"
+        return text
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while group := list(islice(iterator, size)):
+        yield group
+
+
+def synthesize(G: Generator, ws: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode="const")
+
+
+class Driver:
+    def __init__(
+        self,
+        stages: Stages,          # the run's components
+        recorder: Recorder,      # where every row, picture and loss goes
+        mode: str = "single",    # 'single': a generator per image; 'multi': one generator for all images
+        batch_size: int = 1,     # images per group in single mode
+        seed: int = 0,           # seed of every inversion and of the locality drift's latents
+    ):
+        assert mode in MODES and batch_size >= 1
+        self.stages, self.recorder, self.store = stages, recorder, recorder.store
+        self.G = stages.generator
+        self.device = next(self.G.parameters()).device
+        self.mode, self.batch_size, self.seed = mode, batch_size, seed
+        self.base_sha256 = generator_fingerprint(self.G)  # names the base of every stored delta
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, samples: Iterable[Sample], total: Optional[int] = None) -> dict:
+        """Every sample through every stage; returns what the summary adds (multi-ID: the drift)."""
+        readable = self.readable(samples)
+        groups = [list(readable)] if self.mode == "multi" else batched(readable, self.batch_size)
+        progress, extra = Progress(total), {}
+        for group in groups:
+            if not group:
+                continue
+            if self.mode == "single":
+                group = self.unfinished(group, progress)
+                if not group:
+                    continue
+            start = time.perf_counter()
+            tuned = self.process(group)
+            if self.mode == "multi" and tuned is not None:
+                extra["locality"] = locality_drift(self.G, tuned, self.stages.perceptual, seed=self.seed)
+            log.info("%s", progress.line([sample.name for sample in group], time.perf_counter() - start))
+        return extra
+
+    def readable(self, samples: Iterable[Sample]) -> Iterator[Sample]:
+        for sample in samples:
+            if sample.image is None:
+                self.recorder.unreadable(sample.name, sample.error)
+            else:
+                yield sample
+
+    def unfinished(self, group: list[Sample], progress: Progress) -> list[Sample]:
+        todo = []
+        for sample in group:
+            if self.finished(sample.name):
+                log.info("%s: already done, skipped", sample.name)
+                progress.seen += 1
+            else:
+                todo.append(sample)
+        return todo
+
+    def finished(self, name: str) -> bool:
+        """Whether an earlier run did all of this image's work."""
+        if self.stages.editor is not None:
+            return (self.store.image_dir(name) / EDITS_FILE).is_file()
+        return self.store.done(name, "tuning" if self.stages.tuner is not None else "inversion") is not None
+
+    def process(self, group: list[Sample]) -> Optional[Generator]:
+        """All stages for one group; returns the generator tuned for the whole group in multi-ID mode."""
+        targets = {sample.name: sample.image.to(self.device) for sample in group}
+        pivots, generators = {}, {}
+        for name, target in targets.items():
+            try:
+                pivots[name] = self.invert(name, target)
+            except PTILabError as exc:
+                self.recorder.failure(name, "inversion", exc)
+        shared = None
+        if self.stages.tuner is not None:
+            units = [list(pivots)] if self.mode == "multi" else [[name] for name in pivots]
+            for unit in filter(None, units):
+                delta = self.store.run_dir / TUNED_FILE if self.mode == "multi" else self.store.image_dir(unit[0]) / TUNED_FILE
+                try:
+                    tuned, moved = self.tune(unit, [targets[n] for n in unit], [pivots[n] for n in unit], delta)
+                except PTILabError as exc:
+                    for name in unit:
+                        self.recorder.failure(name, "tuning", exc)
+                        del pivots[name]
+                    continue
+                for name, pivot in zip(unit, moved):
+                    pivots[name], generators[name] = pivot, tuned
+                shared = tuned if self.mode == "multi" else None
+        if self.stages.editor is not None:
+            for name, pivot in pivots.items():
+                if (self.store.image_dir(name) / EDITS_FILE).is_file():
+                    continue
+                try:
+                    self.edit(name, targets[name], pivot, generators.get(name, self.G))
+                except PTILabError as exc:
+                    self.recorder.failure(name, "edit", exc)
+        return shared
+
+    # -- the stages -------------------------------------------------------------------------------
+
+    def measure(self, target: torch.Tensor, reconstruction: torch.Tensor) -> dict:
+        return reconstruction_row(target, reconstruction.clamp(-1, 1), self.stages.identity)
+
+    def invert(self, name: str, target: torch.Tensor) -> torch.Tensor:
+        """The image's pivot [1, num_ws, w_dim]: stored by an earlier run, or inverted now."""
+        pivot_file = self.store.image_dir(name) / PIVOT_FILE
+        if self.store.done(name, "inversion") and pivot_file.is_file():
+            return torch.load(pivot_file, weights_only=True).to(self.device)
+        inversion = self.stages.inverter.invert(self.G, target, seed=self.seed,
+                                                on_step=self.recorder.on_step(name, "inversion"))
+        reconstruction = synthesize(self.G, inversion.pivot)
+        self.recorder.tensor(name, PIVOT_FILE, inversion.pivot)
+        row = {"image": name, "stage": "inversion", **self.measure(target, reconstruction),
+               "steps": inversion.steps, "seconds": round(inversion.seconds, 3)}
+        self.recorder.result(row, {"target": target, "inversion": reconstruction.clamp(-1, 1)})
+        return inversion.pivot.to(self.device)
+
+    def tune(self, names: list[str], targets: list[torch.Tensor], pivots: list[torch.Tensor],
+             delta_file: Path) -> tuple[Generator, list[torch.Tensor]]:
+        """One generator tuned for `names` (stored by an earlier run when every image has its row),
+        and each image's pivot after tuning (joint tuning moves them)."""
+        if delta_file.is_file() and all(self.store.done(name, "tuning") for name in names):
+            if len(names) > 1:
+                log.info("all %d images already tuned together, skipped", len(names))
+            moved = [self.stored_tuned_pivot(name, pivot) for name, pivot in zip(names, pivots)]
+            return load_tuned(delta_file, self.G), moved
+        label = names[0] if len(names) == 1 else f"multi-ID ({len(names)} images)"
+        tuning = self.stages.tuner.tune(self.G, torch.cat(targets), torch.cat(pivots), self.stages.perceptual,
+                                        self.stages.regularizer, on_step=self.recorder.on_step(label, "tuning"))
+        save_tuned(tuning.generator, self.G, delta_file, latents=tuning.pivots, base_sha256=self.base_sha256)
+        moved = list(tuning.pivots.split(1))
+        for name, target, pivot in zip(names, targets, moved):
+            self.recorder.tensor(name, TUNED_PIVOT_FILE, pivot)
+            reconstruction = synthesize(tuning.generator, pivot)
+            row = {"image": name, "stage": "tuning", **self.measure(target, reconstruction),
+                   "steps": tuning.steps, "stopped_early": tuning.stopped_early,
+                   "seconds": round(tuning.seconds / len(names), 3)}
+            self.recorder.result(row, {"tuned": reconstruction.clamp(-1, 1)})
+        return tuning.generator, moved
+
+    def stored_tuned_pivot(self, name: str, pivot: torch.Tensor) -> torch.Tensor:
+        """The pivot stored after tuning (runs older than that file: the inversion's)."""
+        file = self.store.image_dir(name) / TUNED_PIVOT_FILE
+        return torch.load(file, weights_only=True).to(self.device) if file.is_file() else pivot
+
+    def edit(self, name: str, target: torch.Tensor, pivot: torch.Tensor, tuned: Generator) -> None:
+        """Edit the pivot; score each edit rendered with `tuned` and, for comparison, the original G."""
+        start = time.perf_counter()
+        editing = self.stages.editor.edits(tuned, pivot, on_step=self.recorder.on_step(name, "edit"))
+        scores = self.stages.edit_metrics or EditMetrics()
+        compare = tuned is not self.G
+        reconstruction = synthesize(tuned, pivot).clamp(-1, 1)
+        original_reconstruction = synthesize(self.G, pivot).clamp(-1, 1) if compare else None
+        rows, top, bottom = [], [target, reconstruction], [target, original_reconstruction]
+        for edit in editing.edits:
+            image = synthesize(tuned, edit.ws).clamp(-1, 1)
+            row = {"image": name, "stage": "edit", "edit": edit.name, "strength": edit.strength,
+                   **scores.measure(target, reconstruction, image, self.stages.identity, edit.attributes)}
+            pictures = {"edit": image}
+            if compare:
+                original = synthesize(self.G, edit.ws).clamp(-1, 1)
+                measured = scores.measure(target, original_reconstruction, original, self.stages.identity,
+                                          edit.attributes)
+                reasons = {f"original_{key}": why for key, why in measured.pop("reasons", {}).items()}
+                row.update({f"original_{key}": value for key, value in measured.items()})
+                if reasons:
+                    row["reasons"] = {**row.get("reasons", {}), **reasons}
+                pictures["original"] = original
+                bottom.append(original)
+            top.append(image)
+            rows.append((row, pictures))
+        seconds = (time.perf_counter() - start) / max(len(rows), 1)
+        for row, pictures in rows:
+            row["seconds"] = round(seconds, 3)
+            self.recorder.result(row, pictures, save=False)
+        self.recorder.grid(name, EDITS_FILE, image_grid(torch.cat(top + bottom if compare else top), columns=len(top)))

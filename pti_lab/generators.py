@@ -23,7 +23,8 @@ def make_generator(path: Optional[str] = None, architecture: Optional[dict] = No
     path:         checkpoint file or URL for load_generator; takes precedence.
     architecture: Generator constructor arguments for fresh weights (used when path is None).
     seed:         seed of the fresh weights.
-    With neither, the synthfaces generator that ships with pti-lab (hash-checked).
+    With neither, the synthfaces generator that ships with pti-lab (hash-checked), carrying its
+    measured tuning early stop (`tuning_lpips_threshold`).
     """
     if path:
         return load_generator(path, device)
@@ -33,4 +34,6 @@ def make_generator(path: Optional[str] = None, architecture: Optional[dict] = No
             G = Generator(**architecture)
         log.info("generator: fresh weights (seed %d), %d px", seed, G.img_resolution)
         return G.eval().requires_grad_(False).to(device)
-    return load_generator(shipped.path_of(shipped.GENERATOR_FILE), device)
+    G = load_generator(shipped.path_of(shipped.GENERATOR_FILE), device)
+    G.tuning_lpips_threshold = shipped.TUNING_LPIPS_THRESHOLD  # read by the tuners when tuner.lpips_threshold is null
+    return G

@@ -75,6 +75,21 @@ def test_early_stop_at_the_lpips_threshold(G, lpips):
     assert result.stopped_early and result.steps == 0
 
 
+def test_an_unset_threshold_is_the_generators_calibrated_one_else_the_official(G, lpips):
+    import copy
+
+    from pti_lab.tuning.pivotal import OFFICIAL_LPIPS_THRESHOLD
+
+    tuner = PivotalTuner(steps=3, progress=False)  # lpips_threshold None
+    assert tuner.early_stop(G) == OFFICIAL_LPIPS_THRESHOLD == 0.06
+    calibrated = copy.deepcopy(G)
+    calibrated.tuning_lpips_threshold = 5.0  # every LPIPS is below: stops before the first step
+    target, pivot = out_of_domain_target(G)
+    result = tuner.tune(calibrated, target, pivot, lpips)
+    assert result.stopped_early and result.steps == 0
+    assert PivotalTuner(steps=3, lpips_threshold=0, progress=False).early_stop(calibrated) == 0  # explicit wins
+
+
 def test_nan_loss_stops_the_image_with_the_step(G, lpips):
     target, pivot = out_of_domain_target(G)
 
@@ -173,3 +188,11 @@ def test_on_step_sees_every_step_with_its_losses_and_renders(G, lpips):
     assert [step for step, _, _ in seen] == [0, 1, 2, 3]
     assert [losses for _, losses, _ in seen] == result.losses
     assert all(shape == target.shape for _, _, shape in seen)
+
+
+def test_the_shipped_synthfaces_generator_tunes_without_early_stop():
+    """Measured (experiments/early_stop_curve.py): on 64 px synthfaces identity keeps rising to the
+    last of 350 steps, long after LPIPS passes the official 0.06."""
+    from pti_lab.generators import make_generator
+
+    assert PivotalTuner().early_stop(make_generator()) == 0

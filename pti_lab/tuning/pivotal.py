@@ -5,6 +5,11 @@ target under lpips_weight * LPIPS + l2_weight * MSE, noise mode 'const', Adam, o
 the locality regulariser. The generator passed in is never modified: a copy is tuned and returned.
 Several images at once (multi-ID) minimise the mean of the per-image losses.
 
+Early stop: tuning stops once every image's LPIPS is at or below `lpips_threshold`. The official
+0.06 was calibrated on 1024 px FFHQ; a generator may carry its own measured value
+(`G.tuning_lpips_threshold`, set for the shipped synthfaces generator), used when the threshold is
+left unset (None). 0 never stops early.
+
 Only the targets are checked as images: the generator's renders enter the losses as they come, so
 a generator whose raw output overshoots [-1, 1] (as official networks do) tunes all the same.
 """
@@ -25,6 +30,8 @@ from pti_lab.models.stylegan2 import Generator
 from pti_lab.steps import StepCallback
 from pti_lab.tuning.locality_regularizer import LocalityRegularizer
 
+OFFICIAL_LPIPS_THRESHOLD = 0.06  # PTI's early stop (LPIPS_value_threshold), calibrated on 1024 px FFHQ
+
 
 @dataclass
 class Tuning:
@@ -43,7 +50,8 @@ class PivotalTuner:
         lr: float = 3e-4,                 # Adam learning rate of the generator
         lpips_weight: float = 1.0,        # weight of LPIPS(G(pivot), target)
         l2_weight: float = 1.0,           # weight of MSE(G(pivot), target)
-        lpips_threshold: float = 0.06,    # stop once every image's LPIPS is at or below this; 0 = never
+        lpips_threshold: Optional[float] = None,  # stop once every image's LPIPS is <= this; 0 = never;
+                                          # None = the generator's calibrated value, else the official 0.06
         noise_mode: str = "const",        # generator noise while tuning
         params: str = r"^synthesis\.",    # regex over parameter names: which parameters are tuned
         seed: int = 0,                    # seed of the locality regulariser's samples
@@ -60,6 +68,12 @@ class PivotalTuner:
         if not chosen:
             raise BadInputError(f"tuner.params={self.params!r} matches no generator parameter")
         return chosen
+
+    def early_stop(self, G: Generator) -> float:
+        """The LPIPS threshold in force for G (see the module's docstring)."""
+        if self.lpips_threshold is not None:
+            return self.lpips_threshold
+        return getattr(G, "tuning_lpips_threshold", OFFICIAL_LPIPS_THRESHOLD)
 
     def latents(self, pivots: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         """The latents rendered at each step and extra optimiser groups: fixed pivots here."""
@@ -88,12 +102,13 @@ class PivotalTuner:
         rng = torch.Generator().manual_seed(self.seed)
 
         losses, stopped_early = [], False
+        threshold = self.early_stop(G)
         bar = tqdm(range(self.steps), desc=type(self).__name__, disable=not self.progress, leave=False)
         for step in bar:
             images = tuned.synthesis(self.render_latents(latents, G), noise_mode=self.noise_mode)
             lpips = perceptual.forward_unchecked(images, targets).reshape(N)  # per image
             mse = F.mse_loss(images, targets, reduction="none").flatten(1).mean(1)  # per image
-            if self.lpips_threshold > 0 and bool((lpips <= self.lpips_threshold).all()):
+            if threshold > 0 and bool((lpips <= threshold).all()):
                 stopped_early = True
                 break
             loss = (self.lpips_weight * lpips + self.l2_weight * mse).mean()
@@ -134,6 +149,12 @@ class JointTuner(PivotalTuner):
         assert space in ("w", "w_plus"), f"tuner.space must be 'w' or 'w_plus', got {space!r}"
         self.w_lr, self.space = w_lr, space
 
+    def early_stop(self, G: Generator) -> float:
+        """The LPIPS threshold in force for G (see the module's docstring)."""
+        if self.lpips_threshold is not None:
+            return self.lpips_threshold
+        return getattr(G, "tuning_lpips_threshold", OFFICIAL_LPIPS_THRESHOLD)
+
     def latents(self, pivots: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         start = pivots[:, :1] if self.space == "w" else pivots  # [N, 1 or num_ws, w_dim]
         latent = start.detach().clone().requires_grad_(True)
@@ -141,3 +162,18 @@ class JointTuner(PivotalTuner):
 
     def render_latents(self, latents: torch.Tensor, G: Generator) -> torch.Tensor:
         return latents.expand(-1, G.num_ws, -1) if latents.shape[1] == 1 else latents
+
+
+class NoTuner:
+    """tuner=none: nothing is tuned and the run reports the inversion. It takes the tuners' step and
+    stopping options, unused, so that `tuner.steps=N` applies to every method of a sweep (as the
+    mean and random inverters take `steps`)."""
+
+    def __init__(
+        self,
+        steps: int = 0,                           # unused
+        lr: Optional[float] = None,               # unused
+        lpips_threshold: Optional[float] = None,  # unused
+        progress: bool = True,                    # unused
+    ):
+        pass

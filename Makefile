@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run test test-all bench paper clean
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -m ""
+
+# The paper's tables and figures on synthfaces: four sweeps under outputs/paper/, each with its
+# tables, figures and report.html (re-running resumes; PAPER_ARGS adds overrides to every sweep).
+PAPER_ARGS ?=
+paper: install
+	for experiment in table1 table2 fig15 fig16; do \
+		$(BIN)/python run.py +experiment=$$experiment logger=none $(PAPER_ARGS) || exit 1; \
+	done
 
 bench: install
 	$(BIN)/python -m pti_lab.bench.generator

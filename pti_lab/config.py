@@ -40,6 +40,8 @@ class Config:
     device: str = "auto"           # 'auto', 'cpu', 'cuda' or 'cuda:N'
     mode: str = "single"           # 'single': a generator tuned per image; 'multi': one for all images (multi-ID)
     batch_size: int = 1            # images per group of the run's loop (single mode)
+    reuse_inversions: bool = True  # take an inversion made before (same generator, image, inverter, seed) from the cache
+    report: Any = None             # labels copied into summary.json["report"] (experiment, method, ...) for tables
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
     data: Any = None               # component: conf/data (the images)

@@ -7,7 +7,9 @@ own), K per group with batch_size=K, all images in one group in multi-ID mode (o
 for all). Within a group every stage runs for every image before the next stage starts, and each
 stage is written down before it counts as done:
 
-  inversion  images/<name>/{target,inversion}.png and pivot.pt, then its results row
+  inversion  images/<name>/{target,inversion}.png and pivot.pt, then its results row (an
+             inversion made before by any run, same generator, image, settings and seed, is
+             taken from the pivot cache: `reused` in the row, `seconds` what it cost then)
   tuning     the tuned generator (images/<name>/tuned_G.pt, or tuned_G.pt of the run in multi-ID
              mode), images/<name>/tuned_pivot.pt and tuned.png, then the rows
   edit       one row per edit, then images/<name>/edits.png (written last: it marks the image done)
@@ -30,6 +32,7 @@ from pti_lab.config import MODES
 from pti_lab.data import Sample
 from pti_lab.editing.editor import Editor
 from pti_lab.errors import PTILabError
+from pti_lab.inversion.pivot_cache import PivotCache
 from pti_lab.metrics.drift import locality_drift
 from pti_lab.metrics.edit_scores import EditMetrics
 from pti_lab.metrics.image import reconstruction_row
@@ -105,13 +108,16 @@ class Driver:
         mode: str = "single",    # 'single': a generator per image; 'multi': one generator for all images
         batch_size: int = 1,     # images per group in single mode
         seed: int = 0,           # seed of every inversion and of the locality drift's latents
+        pivot_cache: Optional[PivotCache] = None,  # inversions shared between runs; None = always invert
+        base_sha256: Optional[str] = None,         # the generator's fingerprint, if the caller has it
     ):
         assert mode in MODES and batch_size >= 1
         self.stages, self.recorder, self.store = stages, recorder, recorder.store
         self.G = stages.generator
         self.device = next(self.G.parameters()).device
         self.mode, self.batch_size, self.seed = mode, batch_size, seed
-        self.base_sha256 = generator_fingerprint(self.G)  # names the base of every stored delta
+        self.pivot_cache = pivot_cache
+        self.base_sha256 = base_sha256 or generator_fingerprint(self.G)  # names the base of every stored delta
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -201,14 +207,20 @@ class Driver:
         pivot_file = self.store.image_dir(name) / PIVOT_FILE
         if self.store.done(name, "inversion") and pivot_file.is_file():
             return torch.load(pivot_file, weights_only=True).to(self.device)
-        inversion = self.stages.inverter.invert(self.G, target, seed=self.seed,
-                                                on_step=self.recorder.on_step(name, "inversion"))
-        reconstruction = synthesize(self.G, inversion.pivot)
-        self.recorder.tensor(name, PIVOT_FILE, inversion.pivot)
+        inversion = self.pivot_cache.get(target) if self.pivot_cache is not None else None
+        reused = inversion is not None
+        if not reused:
+            inversion = self.stages.inverter.invert(self.G, target, seed=self.seed,
+                                                    on_step=self.recorder.on_step(name, "inversion"))
+            if self.pivot_cache is not None:
+                self.pivot_cache.put(target, inversion)
+        pivot = inversion.pivot.to(self.device)
+        reconstruction = synthesize(self.G, pivot)
+        self.recorder.tensor(name, PIVOT_FILE, pivot)
         row = {"image": name, "stage": "inversion", **self.measure(target, reconstruction),
-               "steps": inversion.steps, "seconds": round(inversion.seconds, 3)}
+               "steps": inversion.steps, "seconds": round(inversion.seconds, 3), "reused": reused}
         self.recorder.result(row, {"target": target, "inversion": reconstruction.clamp(-1, 1)})
-        return inversion.pivot.to(self.device)
+        return pivot
 
     def tune(self, names: list[str], targets: list[torch.Tensor], pivots: list[torch.Tensor],
              delta_file: Path) -> tuple[Generator, list[torch.Tensor]]:

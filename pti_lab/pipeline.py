@@ -7,6 +7,7 @@ the logger is told (resolved config, group choices as tags, the group of an abla
 sweep).
 """
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,9 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from pti_lab.config import check_config, resolve_device
 from pti_lab.driver import Driver, Stages
 from pti_lab.errors import PTILabError
+from pti_lab.inversion.pivot_cache import PivotCache
 from pti_lab.metrics.edit_scores import EditMetrics, edit_summary
+from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.tracking.recorder import Recorder
+from pti_lab.tuning import NoTuner
 from pti_lab.tracking.store import RunStore, image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -81,12 +85,13 @@ def render_preview(G: Generator, count: int, truncation_psi: float, noise_mode: 
 
 
 def build_stages(cfg: DictConfig, device: torch.device) -> Stages:
+    tuner = build(cfg.tuner)
     stages = Stages(
         generator=build(cfg.generator, device=device),
         inverter=build(cfg.inverter),
         perceptual=build(cfg.perceptual).to(device),
         identity=build(cfg.identity),
-        tuner=build(cfg.tuner),
+        tuner=None if isinstance(tuner, NoTuner) else tuner,  # tuner=none
         regularizer=build(cfg.regularizer),
         editor=build(cfg.editor),
         edit_metrics=build(cfg.metrics) or EditMetrics(),
@@ -95,6 +100,14 @@ def build_stages(cfg: DictConfig, device: torch.device) -> Stages:
         stages.edit_metrics.check_attributes(stages.editor.attributes)
         stages.editor.prepare(stages.generator)
     return stages
+
+
+def pivot_cache(cfg: DictConfig, generator_sha256: str, device: torch.device) -> PivotCache:
+    """The cache of inversions made with this run's generator, inverter settings and seed."""
+    settings = {key: value for key, value in OmegaConf.to_container(cfg.inverter, resolve=True).items()
+                if key != "progress"}  # what changes the pivot
+    return PivotCache(Path(cfg.paths.cache_dir) / "pivots", generator_sha256, json.dumps(settings, sort_keys=True),
+                      cfg.seed, device.type)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -108,7 +121,10 @@ def run(cfg: DictConfig) -> dict:
     stages = build_stages(cfg, device)
     dataset = build(cfg.data)
     recorder = Recorder(RunStore(out_dir), build(cfg.logger))
-    driver = Driver(stages, recorder, mode=cfg.mode, batch_size=cfg.batch_size, seed=cfg.seed)
+    base_sha256 = generator_fingerprint(stages.generator)
+    cache = pivot_cache(cfg, base_sha256, device) if cfg.reuse_inversions else None
+    driver = Driver(stages, recorder, mode=cfg.mode, batch_size=cfg.batch_size, seed=cfg.seed,
+                    pivot_cache=cache, base_sha256=base_sha256)
     choices = group_choices()
     name, group, tags = run_identity(out_dir, choices)
     config = {**OmegaConf.to_container(cfg, resolve=True), "choices": choices, "overrides": overrides()}
@@ -116,12 +132,14 @@ def run(cfg: DictConfig) -> dict:
                    job_type="pti" if stages.tuner is not None else "inversion")
     G = stages.generator
     generator = {"resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
-                 "parameters": sum(p.numel() for p in G.parameters()), "sha256": driver.base_sha256}
+                 "parameters": sum(p.numel() for p in G.parameters()), "sha256": base_sha256}
     if cfg.preview.count > 0:
         preview = render_preview(G, cfg.preview.count, cfg.preview.truncation_psi, cfg.preview.noise_mode, cfg.seed)
         save_png(image_grid(preview), out_dir / "preview.png")
 
     extra = driver.run(dataset.samples(G.img_resolution), total=len(dataset))
+    if cfg.report:
+        extra["report"] = OmegaConf.to_container(cfg.report, resolve=True)
     if stages.editor is not None:
         extra["edits"] = edit_summary(recorder.store.results())
     summary = recorder.summary(choices, {"generator": generator, **extra,

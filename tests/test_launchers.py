@@ -29,7 +29,8 @@ def test_sweep_subdir_is_the_job_number_and_overrides_are_recorded():
 
 def test_threads_callback_is_registered():
     callbacks = compose_hydra().hydra.callbacks
-    assert {name: node._target_ for name, node in callbacks.items()} == {"threads_per_job": "pti_lab.launch.ThreadsPerJob"}
+    assert {name: node._target_ for name, node in callbacks.items()} == {
+        "threads_per_job": "pti_lab.launch.ThreadsPerJob", "write_report": "pti_lab.report.hydra_callback.WriteReport"}
 
 
 def test_joblib_launcher_is_available_with_its_own_defaults():
@@ -108,7 +109,7 @@ def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tmp_path):
     sweep = tmp_path / "sweep"
     run_threads("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep}")
     cores = launch.usable_cores()
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "report"]  # report: when it ends
     for num in (0, 1):
         job = sweep / str(num)
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")

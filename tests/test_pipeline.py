@@ -97,11 +97,32 @@ def test_groups_of_two_give_the_outputs_of_groups_of_one(tmp_path):
     result = run_py(f"hydra.run.dir={two}", "data.limit=3", "batch_size=2", *FAST)
     assert "[2/3] ood_000, ood_001:" in result.stderr + result.stdout
     # A group runs each stage for all its images before the next stage: same rows, another order.
-    strip = lambda rows: sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows),  # noqa: E731
+    strip = lambda rows: sorted(({k: v for k, v in r.items() if k not in ("seconds", "reused")} for r in rows),  # noqa: E731
                                 key=lambda r: (r["image"], r["stage"]))
     assert strip(RunStore(two).results()) == strip(RunStore(one).results())
     files = lambda out: sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*"))  # noqa: E731
     assert files(two) == files(one)
+    # The second run took its inversions from the pivot cache: same generator, images, settings, seed.
+    assert all(r["reused"] for r in RunStore(two).results() if r["stage"] == "inversion")
+
+
+def test_pivot_cache_hits_only_the_same_inversion(tmp_path):
+    from pti_lab.inversion import Inversion
+    from pti_lab.inversion.pivot_cache import PivotCache
+
+    target = torch.rand(1, 3, 8, 8) * 2 - 1
+    cache = PivotCache(tmp_path, "g", '{"steps": 450}', seed=0, device="cpu")
+    assert cache.get(target) is None
+    cache.put(target, Inversion(pivot=torch.ones(1, 4, 2), steps=450, seconds=12.5))
+    hit = cache.get(target)
+    assert torch.equal(hit.pivot, torch.ones(1, 4, 2)) and hit.steps == 450 and hit.seconds == 12.5
+    for other in (PivotCache(tmp_path, "g", '{"steps": 100}', seed=0, device="cpu"),
+                  PivotCache(tmp_path, "h", '{"steps": 450}', seed=0, device="cpu"),
+                  PivotCache(tmp_path, "g", '{"steps": 450}', seed=1, device="cpu")):
+        assert other.get(target) is None
+    assert cache.get(target + 0.01) is None
+    cache.path(target).write_bytes(b"damaged")
+    assert cache.get(target) is None  # redone, never fatal
 
 
 def test_an_official_generator_whose_renders_span_ten_is_inverted_and_tuned(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pti_lab.tracking import wandb_logger
 from pti_lab.tracking.wandb_logger import NullLogger, WandbLogger, key_part, results_summary
-from tests.conftest import REPO
+from tests.conftest import REPO, run_py
 
 
 @pytest.fixture
@@ -336,3 +336,24 @@ def test_logger_configs_instantiate():
     assert isinstance(logger, WandbLogger) and logger.project == "pti-lab" and logger.log_every == 10
     assert logger.preview_every == 100 and logger.log_generators is False
     assert type(instantiate(OmegaConf.load(REPO / "conf" / "logger" / "none.yaml"))) is NullLogger
+
+
+def test_run_py_logs_a_live_offline_dashboard(wandb_env):
+    """End to end: run.py with W&B offline; the record log holds each image's live curves, the
+    group choices as tags, the overrides, a table row per results.jsonl line and the artifact."""
+    run_dir = wandb_env / "run"
+    run_py(f"hydra.run.dir={run_dir}", "+ablation=A", "data.limit=2", "inverter.steps=6", "tuner.steps=4",
+           "reuse_inversions=false",  # inversions from the cache have no live curves
+           "device=cpu", "preview.count=0", "logger.mode=offline", "logger.log_every=2", "logger.preview_every=4")
+    run = OfflineRun(run_dir)
+    for name in ("ood_000", "ood_001"):
+        assert [step for step, _ in run.series(f"inversion/{name}/loss", f"inversion/{name}/step")] == [0, 2, 4]
+        assert [step for step, _ in run.series(f"tuning/{name}/lpips", f"tuning/{name}/step")] == [0, 2]
+        assert any(f"inversion/{name}/preview" in row for row in run.history)
+    assert {"ablation=A", "inverter=w", "tuner=pivotal", "data=synthfaces_ood"} <= set(run.run.tags)
+    assert run.run.run_group == "A" and "data.limit=2" in run.config["overrides"]
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    (table_row,) = [row for row in run.history if "results_table" in row]
+    assert table_row["results_table"]["nrows"] == len(rows) == 4
+    assert "results/tuning/lpips" in run.summary
+    assert any(a.type == "pti-results" for a in run.artifacts)

@@ -86,23 +86,36 @@ class Editor:
         raise NotImplementedError
 
 
-class SequentialEditor(Editor):
-    """Edits applied one after another, as in the paper's Fig. 12 (rotation, then smile): every edit
-    of the first editor, then every edit of the next one applied to each of those, and so on. Each
-    prefix of the chain is an output, so the grid shows the steps."""
+class EditorGroup(Editor):
+    """Several editors: their attributes and preparation; how their edits combine is the subclass's."""
 
     def __init__(
         self,
-        editors: list,   # the editors, in the order they are applied
+        editors: list,   # the editors, in order
     ):
         if not editors:
-            raise BadInputError("editor.editors: a sequential edit needs at least one editor")
+            raise BadInputError(f"editor.editors: {type(self).__name__} needs at least one editor")
         self.editors = list(editors)
         self.attributes = tuple(name for editor in self.editors for name in editor.attributes)
 
     def prepare(self, G: Generator) -> None:
         for editor in self.editors:
             editor.prepare(G)
+
+
+class CombinedEditor(EditorGroup):
+    """Every edit of every editor, each applied to the pivot itself: one run gives the paper's
+    editing table (several directions, GANSpace, StyleCLIP) from the same pivots."""
+
+    def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
+        editings = [editor.edits(G, ws, on_step) for editor in self.editors]
+        return Editing([edit for e in editings for edit in e.edits], [loss for e in editings for loss in e.losses])
+
+
+class SequentialEditor(EditorGroup):
+    """Edits applied one after another, as in the paper's Fig. 12 (rotation, then smile): every edit
+    of the first editor, then every edit of the next one applied to each of those, and so on. Each
+    prefix of the chain is an output, so the grid shows the steps."""
 
     def edits(self, G: Generator, ws: torch.Tensor, on_step: Optional[StepCallback] = None) -> Editing:
         results, losses, frontier = [], [], [Edit(name="", strength=0.0, ws=ws)]

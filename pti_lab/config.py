@@ -9,7 +9,6 @@ construct, so `tuner.stepz=3` or `tuner.steps=abc` fails before any work starts,
 import importlib
 import inspect
 import logging
-import warnings
 import types
 import typing
 import dataclasses
@@ -71,7 +70,6 @@ def apply_aliases(cfg: DictConfig) -> None:
         with open_dict(cfg):
             old = tuner.pop("mode")
             if old is not None:
-                warnings.warn(f"tuner.mode={old} is deprecated; use the top-level mode={old}", FutureWarning)
                 log.warning("tuner.mode=%s is deprecated; use the top-level mode=%s", old, old)
                 cfg.mode = old
 

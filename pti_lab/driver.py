@@ -71,7 +71,8 @@ class Progress:
     worked: int = 0        # images this process worked on
     seconds: float = 0.0   # spent on those
 
-    def line(self, names: list[str], seconds: float) -> str:
+    def advance(self, names: list[str], seconds: float) -> str:
+        """Count a finished group and return the progress line that reports it."""
         self.seen += len(names)
         self.worked += len(names)
         self.seconds += seconds
@@ -137,7 +138,7 @@ class Driver:
             tuned = self.process(group)
             if self.mode == "multi" and tuned is not None:
                 extra["locality"] = locality_drift(self.G, tuned, self.stages.perceptual, seed=self.seed)
-            log.info("%s", progress.line([sample.name for sample in group], time.perf_counter() - start))
+            log.info("%s", progress.advance([sample.name for sample in group], time.perf_counter() - start))
         return extra
 
     def readable(self, samples: Iterable[Sample]) -> Iterator[Sample]:
@@ -160,8 +161,12 @@ class Driver:
     def finished(self, name: str) -> bool:
         """Whether an earlier run did all of this image's work."""
         if self.stages.editor is not None:
-            return (self.store.image_dir(name) / EDITS_FILE).is_file()
+            return self.edited(name)
         return self.store.done(name, "tuning" if self.stages.tuner is not None else "inversion") is not None
+
+    def edited(self, name: str) -> bool:
+        """Whether the image's edits are done (edits.png is written after all its edit rows)."""
+        return (self.store.image_dir(name) / EDITS_FILE).is_file()
 
     def process(self, group: list[Sample]) -> Optional[Generator]:
         """All stages for one group; returns the generator tuned for the whole group in multi-ID mode."""
@@ -189,7 +194,7 @@ class Driver:
                 shared = tuned if self.mode == "multi" else None
         if self.stages.editor is not None:
             for name, pivot in pivots.items():
-                if (self.store.image_dir(name) / EDITS_FILE).is_file():
+                if self.edited(name):
                     continue
                 try:
                     self.edit(name, targets[name], pivot, generators.get(name, self.G))

@@ -11,6 +11,7 @@ import inspect
 import logging
 import types
 import typing
+import warnings
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("single", "multi")  # single: a generator per image; multi: one for all images (multi-ID)
+# Into a run directory that holds results of other settings (pti_lab/run_record.py): auto = refuse,
+# restart = move the old outputs aside and start over, force = continue anyway.
+RESUME_MODES = ("auto", "restart", "force")
 
 
 @dataclass
@@ -40,7 +44,9 @@ class Config:
     mode: str = "single"           # 'single': a generator tuned per image; 'multi': one for all images (multi-ID)
     batch_size: int = 1            # images per group of the run's loop (single mode)
     reuse_inversions: bool = True  # take an inversion made before (same generator, image, inverter, seed) from the cache
+    resume: str = "auto"           # into a run dir of other settings: 'auto' refuses, 'restart' starts over, 'force' continues
     report: Any = None             # labels copied into summary.json["report"] (experiment, method, ...) for tables
+    paper: Any = None              # +experiment=paper: {experiments, dir}; run.py runs those sweeps instead of a run
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     generator: Any = MISSING       # component: conf/generator
     data: Any = None               # component: conf/data (the images)
@@ -57,6 +63,10 @@ class Config:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
+    # conf/hydra/launcher/{joblib,submitit_slurm,submitit_local}.yaml set our defaults and are meant to be
+    # checked against the plugins' schemas of the same names; Hydra does that, with a deprecation warning.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema",
+                            category=UserWarning)
 
 
 class ConfigError(PTILabError, ValueError):
@@ -92,6 +102,8 @@ def check_top_level(cfg: DictConfig) -> None:
         raise ConfigError(f"mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: expected a whole number >= 1")
+    if cfg.resume not in RESUME_MODES:
+        raise ConfigError(f"resume={cfg.resume!r}: expected one of {', '.join(RESUME_MODES)}")
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

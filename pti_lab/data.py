@@ -1,12 +1,18 @@
 """Datasets of target images: the seeded synthfaces test sets, a folder of images, one image.
 
 Every dataset yields `Sample`s lazily, in a stable sorted order, as float32 [1, 3, R, R] tensors in
-[-1, 1] at the resolution the generator asks for. Files of any size and format are centre-cropped
-to a square and Lanczos-resized, with one logged warning per pass. A file that cannot be read
-becomes a Sample with `image=None` and a one-line `error`, so one bad file never stops a run;
-only a missing or empty folder raises (BadInputError), since then there is nothing to run on.
+[-1, 1] at the resolution the generator asks for. `shard=I shards=N` keeps the I-th of N disjoint
+parts (after `limit`): an item's shard is the sha256 of its key (a synthfaces face's name, a file's
+path relative to the folder) modulo N, so it depends on that item alone: adding or removing other
+files never moves an image to another shard, and the N shards together hold every image once.
+Files of any size and format are centre-cropped to a square and Lanczos-resized, with one logged
+warning per pass; any mode is read as RGB (pti_lab.imaging.to_rgb: CMYK, 16-bit, palette,
+transparency, EXIF rotation). A file that cannot be read (corrupt, truncated, empty, not an image,
+a decompression bomb) becomes a Sample with `image=None` and a one-line `error`, so one bad file
+never stops a run; only a missing or empty folder raises (BadInputError): nothing to run on.
 """
 
+import hashlib
 import logging
 import re
 from collections import Counter
@@ -44,6 +50,19 @@ def check_limit(limit: Optional[int]) -> Optional[int]:
     return limit
 
 
+def check_shard(shard: int, shards: int) -> None:
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise BadInputError(f"data.shards must be an integer >= 1, got {shards!r}")
+    if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < shards:
+        raise BadInputError(f"data.shard={shard!r} is not one of the data.shards={shards} shards "
+                            f"(expected an integer from 0 to {shards - 1})")
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of the item named `key`: a hash of the key alone (stable when other items come or go)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
+
+
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [1, 3, H, W] in [-1, 1]."""
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
@@ -73,6 +92,8 @@ class SynthfacesTestSet:
         count: int = 32,               # faces in the test set
         seed: Optional[int] = None,    # test-set seed; None = the published default
         limit: Optional[int] = None,   # keep only the first `limit` faces
+        shard: int = 0,                # keep only this shard of the faces (0 .. shards - 1)
+        shards: int = 1,               # number of shards the faces are split into (by name hash)
     ):
         if kind not in KINDS:
             raise BadInputError(f"synthfaces test set kind '{kind}' is not one of {', '.join(KINDS)}")
@@ -82,20 +103,27 @@ class SynthfacesTestSet:
         self.count = count
         self.seed = DEFAULT_SEED if seed is None else seed
         self.limit = check_limit(limit)
+        check_shard(shard, shards)
+        kept = range(self.count if self.limit is None else min(self.count, self.limit))
+        self.indices = [i for i in kept if shard_of(self.name(i), shards) == shard]
+        self.names = [self.name(i) for i in self.indices]
+
+    def name(self, index: int) -> str:
+        return f"{self.kind}_{index:03d}"
 
     def __len__(self) -> int:
-        return self.count if self.limit is None else min(self.count, self.limit)
+        return len(self.indices)
 
     def samples(self, resolution: int) -> Iterator[Sample]:
         # The renderer draws any size up to MAX_SIZE directly; larger generators get an upscaled face.
         images, params = make_testset(self.kind, self.count, self.seed, min(resolution, MAX_SIZE))
         source = f"synthfaces/{self.kind} (seed {kind_seed(self.kind, self.seed)})"
         styles, extras = hair_style_of(params), extras_on(params)
-        for index in range(len(self)):
+        for index in self.indices:
             face = square_resize(PIL.Image.fromarray(images[index]), resolution)
             info = {"source": source, "index": index, "hair_style": styles[index], "extras": extras[index],
                     "params": {name: float(value) for name, value in zip(NAMES, params[index])}}
-            yield Sample(f"{self.kind}_{index:03d}", to_tensor(np.asarray(face)), None, info)
+            yield Sample(self.name(index), to_tensor(np.asarray(face)), None, info)
 
 
 # ----------------------------------------------------------------------------
@@ -146,10 +174,14 @@ def read_image(path: Path, resolution: int) -> tuple:
 class ImageFiles:
     """Image files loaded with PIL, centre-cropped and resized; the base of ImageFolder and SingleImage."""
 
-    def __init__(self, files: list, root: Path, limit: Optional[int] = None):
+    def __init__(self, files: list, root: Path, limit: Optional[int] = None, shard: int = 0, shards: int = 1):
         limit = check_limit(limit)
-        self.files = files[:limit]
-        self.names = unique_names(files, root)[:limit]  # named before the limit: a name never depends on it
+        check_shard(shard, shards)
+        names = unique_names(files, root)  # named before the limit and the shard: a name never depends on them
+        kept = [i for i, file in enumerate(files[:limit])
+                if shard_of(file.relative_to(root).as_posix(), shards) == shard]
+        self.files = [files[i] for i in kept]
+        self.names = [names[i] for i in kept]
         self.root = root
 
     def __len__(self) -> int:
@@ -181,6 +213,8 @@ class ImageFolder(ImageFiles):
         path: str,                    # the folder
         limit: Optional[int] = None,  # keep only the first `limit` files
         recursive: bool = False,      # also look in subfolders
+        shard: int = 0,               # keep only this shard of the files (0 .. shards - 1)
+        shards: int = 1,              # number of shards the files are split into (by path hash)
     ):
         root = Path(path)
         if not root.is_dir():
@@ -190,7 +224,7 @@ class ImageFolder(ImageFiles):
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
             raise BadInputError(f"image folder {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        super().__init__(files, root, limit)
+        super().__init__(files, root, limit, shard, shards)
 
 
 class SingleImage(ImageFiles):
@@ -200,8 +234,10 @@ class SingleImage(ImageFiles):
         self,
         path: str,                    # the image file
         limit: Optional[int] = None,  # accepted so that data.limit works with every dataset
+        shard: int = 0,               # accepted so that data.shard works with every dataset
+        shards: int = 1,              # (the image is in one of the shards, the others are empty)
     ):
         file = Path(path)
         if not file.is_file():
             raise BadInputError(f"image file {file} does not exist or is not a file")
-        super().__init__([file], file.parent, limit)
+        super().__init__([file], file.parent, limit, shard, shards)

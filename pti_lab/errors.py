@@ -20,6 +20,15 @@ class BadInputError(PTILabError, ValueError):
 class NonFiniteLossError(PTILabError, ArithmeticError):
     """An optimisation's loss became NaN or inf; that image stops, the run goes on."""
 
+    def __init__(self, message: str, images: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.images = tuple(images)  # rows of an optimisation of several images whose own loss did; () = unknown
+
 
 class MissingExtraError(PTILabError, ImportError):
     """A feature needs an optional package that is not installed; the message names the pip extra."""
+
+
+class DiskFullError(PTILabError, OSError):
+    """An output could not be written for lack of space: the run stops (every later write would fail
+    too); what was written before is whole, and a re-run after freeing space resumes."""

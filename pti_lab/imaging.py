@@ -20,9 +20,22 @@ from pti_lab.errors import BadInputError
 RANGE_TOLERANCE = 2.0
 
 
+# Transparent pixels are shown over white, as image viewers do; their colour values are arbitrary.
+BACKGROUND = (255, 255, 255)
+
+
 def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
-    """Apply EXIF orientation and convert any mode (RGBA, L, P, CMYK, ...) to RGB."""
-    return PIL.ImageOps.exif_transpose(img).convert("RGB")
+    """Apply EXIF orientation and convert any mode (RGBA, LA, P with transparency, L, CMYK, 16-bit
+    grey, ...) to RGB; transparency is flattened onto BACKGROUND."""
+    img = PIL.ImageOps.exif_transpose(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.getextrema()[1] > 255):
+        # 16-bit grey: PIL's convert clips at 255 (everything above 1/256 of full scale turns white)
+        img = img.convert("I").point(lambda value: value / 257, "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = PIL.Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return PIL.Image.alpha_composite(flat, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def describe(tensor: torch.Tensor) -> str:

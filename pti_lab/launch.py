@@ -6,7 +6,9 @@ and two 2-thread jobs on 2 cores each run about 10x slower than one thread each.
 
 Precedence, per job:
 1. `OMP_NUM_THREADS` as set in the environment `run.py` was started with (the user's choice);
-2. otherwise `cores // n_jobs`, at least 1, where `cores` is the number of CPUs this process may use
+2. otherwise, in a multirun whose launcher gives each job its own cores (`hydra.launcher.cpus_per_task`:
+   submitit_slurm, submitit_local), that many;
+3. otherwise `cores // n_jobs`, at least 1, where `cores` is the number of CPUs this process may use
    (joblib's count: CPU affinity and container CPU quota) and `n_jobs` is how many jobs run at once:
    `hydra.launcher.n_jobs` in a multirun with a launcher that has it (joblib; -1 = one job per core,
    -2 = all cores but one, as joblib reads it), else 1 (single runs, the basic launcher: one job at a
@@ -79,6 +81,9 @@ def threads_for_job(config: DictConfig) -> tuple[int, str]:
     threads, raw = user_threads()
     if threads is not None:
         return threads, f"{THREADS_VAR}={raw}"
+    job_cores = OmegaConf.select(config, "hydra.launcher.cpus_per_task")
+    if job_cores and OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
+        return int(job_cores), f"hydra.launcher.cpus_per_task={job_cores}"
     cores = usable_cores()
     jobs = parallel_jobs(config, cores)
     return max(cores // jobs, 1), f"{cores} core{'s' * (cores != 1)} / {jobs} job{'s' * (jobs != 1)}"

@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from pti_lab.errors import DiskFullError
 from pti_lab.steps import StepCallback
 from pti_lab.tracking.store import RunStore, save_png
 from pti_lab.tracking.wandb_logger import NullLogger
@@ -53,6 +54,8 @@ class Recorder:
         self.store.save_tensor(image, filename, tensor)
 
     def failure(self, image: str, stage: str, error: Exception) -> None:
+        if isinstance(error, DiskFullError):
+            raise error  # not this image's fault, and every later write would fail too: the run stops
         log.warning("%s: %s failed: %s", image, stage, error)
         self.store.record_failure(image, f"{stage}: {error}")
 

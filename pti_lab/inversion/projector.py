@@ -22,6 +22,9 @@ noise and optimises them. Here fresh maps are drawn from the seeded generator an
 G.synthesis in place of its buffers (torch.func.functional_call), so G is never copied or written:
 PTI's tuning later renders the pivot with G's own noise_const, and so do the metrics.
 
+Batches: `invert_batch` inverts K images in one batch (batch_size=K), each with its own noise maps,
+random stream and Adam rows, so that each pivot is the one `invert` gives for that image alone.
+
 Determinism: a seed gives the same pivot bit for bit on the CPU; on CUDA only under
 torch.use_deterministic_algorithms(True) (cuDNN's default backward kernels add in varying order).
 """
@@ -30,17 +33,18 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pti_lab.errors import BadInputError, NonFiniteLossError
+from pti_lab.errors import BadInputError, NonFiniteLossError, PTILabError
 from pti_lab.imaging import check_images, describe
 from pti_lab.inversion.w_stats import OFFICIAL_SEED, PTI_SAMPLES, cached_w_stats
 from pti_lab.models.lpips import ProjectorDistance
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.stacked import StackedAdam, accepted
 from pti_lab.steps import StepCallback
 
 ADAM_BETAS = (0.9, 0.999)
@@ -66,16 +70,20 @@ def check_target(G: Generator, target: torch.Tensor, where: str) -> None:
 
 def noise_regularization(noise_maps: Iterable[torch.Tensor]) -> torch.Tensor:
     """Squared autocorrelation of each noise map at shifts of one pixel, summed over a pyramid of 2x
-    downsamplings: zero for white noise, so the maps cannot learn to carry image structure."""
+    downsamplings: zero for white noise, so the maps cannot learn to carry image structure.
+    Maps [H, W] give a scalar; maps [K, 1, H, W] (one per image of a batch) give one value per image [K]."""
     reg = torch.zeros([])
     for noise in noise_maps:
-        noise = noise[None, None]  # [1, 1, H, W] for avg_pool2d
+        batched = noise.ndim == 4
+        noise = noise if batched else noise[None, None]  # [K, 1, H, W] for avg_pool2d
         while True:
-            reg = reg + (noise * noise.roll(1, dims=3)).mean().square()
-            reg = reg + (noise * noise.roll(1, dims=2)).mean().square()
+            reg = reg + (noise * noise.roll(1, dims=3)).mean(dim=(1, 2, 3)).square()
+            reg = reg + (noise * noise.roll(1, dims=2)).mean(dim=(1, 2, 3)).square()
             if noise.shape[2] <= NOISE_REG_MIN_SIZE:
                 break
             noise = F.avg_pool2d(noise, kernel_size=2)
+        if not batched:
+            reg = reg.squeeze(0)
     return reg
 
 
@@ -135,66 +143,105 @@ class WInverter:
         return ramped_learning_rate(t, self.lr, self.lr_rampup, self.lr_rampdown)
 
     def invert(self, G: Generator, target: torch.Tensor, seed: int = 0,
-               on_step: Optional[StepCallback] = None) -> Inversion:
+               on_step: Optional[StepCallback] = None, init: Optional[torch.Tensor] = None) -> Inversion:
         """Invert `target` [1, 3, R, R] in [-1, 1]; `seed` fixes the noise maps and the w noise;
-        `on_step` is called after every step with its losses and render."""
+        `on_step` is called after every step with its losses and render; `init` [1, num_ws, w_dim]
+        starts the search there instead of at mu_w (W: at the mean of its rows), e.g. an encoder's latent."""
+        result = self.invert_batch(G, [target], seed, [on_step], None if init is None else [init])[0]
+        if isinstance(result, PTILabError):
+            raise result
+        return result
+
+    def invert_batch(self, G: Generator, targets: Sequence[torch.Tensor], seed: int = 0,
+                     on_steps: Optional[Sequence[Optional[StepCallback]]] = None,
+                     inits: Optional[Sequence[torch.Tensor]] = None) -> list[Inversion | PTILabError]:
+        """Invert K targets ([1, 3, R, R] each) in one batch, each exactly as `invert` would alone with
+        this seed: its own noise maps, w noise and random stream, the same schedule, its own Adam rows
+        (the batch loss is the sum of the per-image losses). Returns one Inversion per target, or in its
+        place the error that failed it (a bad target, a non-finite loss): the others go on without it.
+        `seconds` of each is the batch's wall time divided by K."""
         where = type(self).__name__
-        check_target(G, target, where)
+        on_steps = list(on_steps) if on_steps is not None else [None] * len(targets)
+        # live: indices into targets of the images still optimised, in row order
+        results, live = accepted(targets, lambda target: check_target(G, target, where))
+        if not live:
+            return results
         start = time.perf_counter()
         device = next(G.parameters()).device
         stats = cached_w_stats(G, self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache)
         distance = self.projector_distance(device)
         with torch.no_grad():
-            target_features = distance.feature_maps(target.to(device, torch.float32))
-        rng = torch.Generator(device).manual_seed(seed)
+            target_features = distance.feature_maps(torch.cat([targets[k] for k in live]).to(device, torch.float32))
+        rngs = [torch.Generator(device).manual_seed(seed) for _ in live]
 
         # G is only read: its weights enter detached (no gradients accumulate in G) and the optimised
-        # noise maps replace its noise buffers for these calls only.
+        # noise maps [K, 1, H, W] replace its noise buffers [H, W] for these calls only.
         weights = {name: p.detach() for name, p in G.synthesis.named_parameters()}
-        noise = {name: torch.randn(buf.shape, generator=rng, device=device).requires_grad_(True)
-                 for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")}
+        noise_shapes = {name: buf.shape for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")}
+        noise = {name: torch.stack([torch.randn(shape, generator=rng, device=device) for rng in rngs])[:, None]
+                 for name, shape in noise_shapes.items()}  # each image's maps drawn in the order it draws them alone
         num_latents = G.num_ws if self.per_layer else 1
-        w_opt = stats.mean.to(device)[:, None].repeat([1, num_latents, 1]).requires_grad_(True)  # [1, L, w_dim]
-        optimizer = torch.optim.Adam([w_opt, *noise.values()], lr=self.lr, betas=ADAM_BETAS)
+        w_start = stats.mean.to(device)[:, None].repeat([len(live), num_latents, 1])  # [K, L, w_dim]
+        if inits is not None:  # each image's own start, [1, num_ws, w_dim]
+            w_start = torch.cat([inits[k].detach().to(device, torch.float32) for k in live])
+            w_start = w_start if self.per_layer else w_start.mean(dim=1, keepdim=True)
+        adam = StackedAdam([{"w": w_start, **noise}], [self.lr], ADAM_BETAS)
 
-        losses = []
+        losses: dict[int, list] = {k: [] for k in live}
         bar = tqdm(range(self.steps), desc=where, leave=False, disable=not (self.progress and sys.stderr.isatty()))
         for step in bar:
             t = step / self.steps
-            for group in optimizer.param_groups:
-                group["lr"] = self.learning_rate(t)
+            adam.set_lr(self.learning_rate(t))
             # Exploration noise on w, annealed to zero: early steps search a neighbourhood of mu_w.
             w_noise_scale = stats.std * self.initial_noise_factor * max(0.0, 1.0 - t / self.noise_ramp) ** 2
-            w_noise = torch.randn(w_opt.shape, generator=rng, device=device) * w_noise_scale
-            ws = (w_opt + w_noise).expand(-1, G.num_ws, -1)  # [1, num_ws, w_dim]
+            w_noise = torch.cat([torch.randn([1, num_latents, G.w_dim], generator=rng, device=device) for rng in rngs])
+            params = adam[0]
+            ws = (params["w"] + w_noise * w_noise_scale).expand(-1, G.num_ws, -1)  # [K, num_ws, w_dim]
+            maps = {name: params[name] for name in noise_shapes}
             # Unfused modulation: with G's weights frozen, the backward pass then needs one convolution per
             # layer (the input gradient) instead of two (input and per-sample weight); same image.
-            synth = torch.func.functional_call(G.synthesis, {**weights, **noise}, (ws,),
+            synth = torch.func.functional_call(G.synthesis, {**weights, **maps}, (ws,),
                                                {"noise_mode": "const", "fused_modconv": False})
-            dist = distance.distance(distance.feature_maps_unchecked(synth), target_features).sum()
-            reg = noise_regularization(noise.values())
-            loss = dist + self.noise_reg_weight * reg
+            dist = distance.distance(distance.feature_maps_unchecked(synth), target_features)  # [K]
+            reg = noise_regularization(maps.values()).expand_as(dist)  # [K]
+            loss = dist + self.noise_reg_weight * reg  # [K]
 
-            record = {"loss": loss.item(), "dist": dist.item(), "noise_reg": reg.item()}
-            if not math.isfinite(record["loss"]):
-                raise NonFiniteLossError(f"{where}: loss is {record['loss']} at step {step + 1}/{self.steps} "
-                                         f"(dist {record['dist']}, noise_reg {record['noise_reg']})")
-            losses.append(record)
-            if on_step is not None:
-                on_step(step, record, synth.detach())
+            failed = []
+            for row, (value, dist_value, reg_value) in enumerate(torch.stack([loss, dist, reg], 1).tolist()):
+                k, record = live[row], {"loss": value, "dist": dist_value, "noise_reg": reg_value}
+                if not math.isfinite(value):
+                    results[k] = NonFiniteLossError(f"{where}: loss is {value} at step {step + 1}/{self.steps} "
+                                                    f"(dist {dist_value}, noise_reg {reg_value})")
+                    failed.append(row)
+                    continue
+                losses[k].append(record)
+                if on_steps[k] is not None:
+                    on_steps[k](step, record, synth[row:row + 1].detach())
             if not bar.disable:
-                bar.set_postfix(dist=f"{record['dist']:.4f}", refresh=False)
+                bar.set_postfix(dist=f"{dist.mean().item():.4f}", refresh=False)
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            kept = [row for row in range(len(live)) if row not in failed]
+            if not kept:
+                live = []
+                break
+            adam.step(loss[kept].sum())  # a failed image's rows get no gradient and are dropped below
             with torch.no_grad():
-                for buf in noise.values():
-                    buf -= buf.mean()
-                    buf *= buf.square().mean().rsqrt()
+                for name in noise_shapes:  # each image's noise maps [1, H, W] renormalised on their own
+                    buf = adam[0][name]
+                    buf -= buf.mean(dim=(1, 2, 3), keepdim=True)
+                    buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+            if failed:
+                rows = torch.tensor(kept, device=device)
+                adam.keep(rows)
+                target_features = [f[rows] for f in target_features]
+                rngs = [rngs[row] for row in kept]
+                live = [live[row] for row in kept]
 
-        pivot = w_opt.detach().expand(-1, G.num_ws, -1).clone()  # [1, num_ws, w_dim]
-        return Inversion(pivot=pivot, losses=losses, steps=self.steps, seconds=time.perf_counter() - start)
+        seconds = (time.perf_counter() - start) / len(results)
+        for row, k in enumerate(live):
+            pivot = adam[0]["w"][row:row + 1].detach().expand(-1, G.num_ws, -1).clone()  # [1, num_ws, w_dim]
+            results[k] = Inversion(pivot=pivot, losses=losses[k], steps=self.steps, seconds=seconds)
+        return results
 
 
 class WPlusInverter(WInverter):

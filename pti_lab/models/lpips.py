@@ -299,6 +299,9 @@ class LPIPS(nn.Module):
         self.features.load_state_dict(
             {name.removeprefix("features."): t.clone() for name, t in backbone_tensors.items()}, assign=True)
         self.heads.load_state_dict({name: t.clone() for name, t in head_tensors.items()}, assign=True)
+        # NHWC layout: oneDNN's direct convolutions instead of im2col (measured at 64 px on 1 thread,
+        # forward + input gradient: AlexNet 16.4 -> 9.3 ms, VGG16 107 -> 90 ms; same numbers).
+        self.features.to(memory_format=torch.channels_last)
         self.taps = spec.taps
         self.requires_grad_(False)
         self.eval()
@@ -316,7 +319,7 @@ class LPIPS(nn.Module):
     def feature_maps_unchecked(self, img: torch.Tensor, normalize: bool = False) -> list[torch.Tensor]:
         if normalize:  # [0, 1] -> [-1, 1]
             img = 2 * img - 1
-        h = (img - self.shift) / self.scale  # [NCHW]
+        h = ((img - self.shift) / self.scale).contiguous(memory_format=torch.channels_last)  # [NCHW], NHWC in memory
         feats = []
         for index, layer in enumerate(self.features):
             h = layer(h)

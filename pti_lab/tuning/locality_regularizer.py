@@ -10,10 +10,9 @@ and penalises lpips_weight * LPIPS + l2_weight * MSE between the original and th
 generator's images of w_r (noise mode 'none', as the official code).
 """
 
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from pti_lab.models.stylegan2 import Generator
 
@@ -44,6 +43,26 @@ class LocalityRegularizer:
         norm = direction.flatten(1).norm(dim=1).clamp_min(1e-8).reshape(-1, 1, 1)
         return pivot + self.alpha * direction / norm
 
+    def sample(self, original: Generator, pivot: torch.Tensor, rng: Optional[torch.Generator]) -> torch.Tensor:
+        """The latents w_r [samples, num_ws, w_dim] around one pivot [1, num_ws, w_dim]."""
+        z = torch.randn([self.samples, original.z_dim], generator=rng).to(pivot.device)
+        with torch.no_grad():
+            w_z = original.mapping(z, None, truncation_psi=self.truncation_psi)
+            return self.move_towards(pivot.detach(), w_z)
+
+    def terms(self, before: torch.Tensor, after: torch.Tensor,
+              perceptual: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LPIPS, MSE) between the images [P, samples, C, R, R] of P pivots' w_r, one value per pivot [P]."""
+        P = before.shape[0]
+        zero = before.new_zeros([P])
+        lpips = (perceptual.forward_unchecked(before.flatten(0, 1), after.flatten(0, 1)).reshape(P, -1).mean(1)
+                 if self.lpips_weight > 0 else zero)
+        mse = (after - before).square().flatten(1).mean(1) if self.l2_weight > 0 else zero
+        return lpips, mse
+
+    def weighted(self, lpips: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
+        return self.weight * (self.lpips_weight * lpips + self.l2_weight * mse)
+
     def loss(
         self,
         original: Generator,            # the generator before tuning (frozen)
@@ -53,20 +72,33 @@ class LocalityRegularizer:
         rng: Optional[torch.Generator] = None,  # source of the sampled z (CPU generator)
     ) -> tuple[torch.Tensor, dict]:
         """The weighted locality term (scalar) and its parts for logging."""
-        device = pivots.device
         total_lpips = total_l2 = pivots.new_zeros([])
         for pivot in pivots:
-            z = torch.randn([self.samples, original.z_dim], generator=rng).to(device)
+            w_r = self.sample(original, pivot.unsqueeze(0), rng)
             with torch.no_grad():
-                w_z = original.mapping(z, None, truncation_psi=self.truncation_psi)
-                w_r = self.move_towards(pivot.unsqueeze(0).detach(), w_z)
                 before = original.synthesis(w_r, noise_mode=self.noise_mode)
             after = tuned.synthesis(w_r, noise_mode=self.noise_mode)
-            if self.lpips_weight > 0:
-                total_lpips = total_lpips + perceptual.forward_unchecked(before, after).mean()
-            if self.l2_weight > 0:
-                total_l2 = total_l2 + F.mse_loss(after, before)
+            lpips, mse = self.terms(before[None], after[None], perceptual)
+            total_lpips, total_l2 = total_lpips + lpips[0], total_l2 + mse[0]
         n = len(pivots)
-        loss = self.weight * (self.lpips_weight * total_lpips + self.l2_weight * total_l2) / n
+        loss = self.weighted(total_lpips, total_l2) / n
         parts = {"locality_lpips": total_lpips.item() / n, "locality_mse": total_l2.item() / n}
         return loss, parts
+
+    def batch_loss(
+        self,
+        original: Generator,            # the generator before tuning (frozen)
+        render_tuned: Callable[[torch.Tensor], torch.Tensor],  # ws [K, S, num_ws, w_dim] -> images [K, S, C, R, R],
+                                        # row k rendered by image k's tuned generator
+        pivots: torch.Tensor,           # [K, num_ws, w_dim]: image k's pivot
+        perceptual: torch.nn.Module,    # LPIPS network
+        rngs: Sequence[Optional[torch.Generator]],  # image k's source of z (as `loss` uses it for k alone)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each image's locality term for its own generator: (weighted loss, LPIPS, MSE), each [K];
+        row k equals `loss(original, tuned_k, pivots[k:k+1], perceptual, rngs[k])`."""
+        w_r = torch.stack([self.sample(original, pivot.unsqueeze(0), rng) for pivot, rng in zip(pivots, rngs)])
+        with torch.no_grad():
+            before = original.synthesis(w_r.flatten(0, 1), noise_mode=self.noise_mode).reshape(
+                *w_r.shape[:2], original.img_channels, original.img_resolution, original.img_resolution)
+        lpips, mse = self.terms(before, render_tuned(w_r), perceptual)
+        return self.weighted(lpips, mse), lpips, mse

@@ -3,7 +3,8 @@
 Pivotal tuning freezes the pivot latents and tunes the generator so that G(pivot) matches the
 target under lpips_weight * LPIPS + l2_weight * MSE, noise mode 'const', Adam, optionally with
 the locality regulariser. The generator passed in is never modified: a copy is tuned and returned.
-Several images at once (multi-ID) minimise the mean of the per-image losses.
+Several images at once (multi-ID) minimise the mean of the per-image losses. `tune_batch` instead
+tunes K generators in one pass, one per image, each as `tune` would tune it alone (batch_size=K).
 
 Early stop: tuning stops once every image's LPIPS is at or below `lpips_threshold`. The official
 0.06 was calibrated on 1024 px FFHQ; a generator may carry its own measured value
@@ -15,18 +16,20 @@ a generator whose raw output overshoots [-1, 1] (as official networks do) tunes 
 """
 
 import copy
+import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pti_lab.errors import BadInputError, NonFiniteLossError
+from pti_lab.errors import BadInputError, NonFiniteLossError, PTILabError
 from pti_lab.imaging import check_images
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.stacked import StackedAdam, accepted, adam
 from pti_lab.steps import StepCallback
 from pti_lab.tuning.locality_regularizer import LocalityRegularizer
 
@@ -62,9 +65,10 @@ class PivotalTuner:
         self.noise_mode, self.params = noise_mode, params
         self.seed, self.progress = seed, progress
 
-    def trainable(self, G: Generator) -> list[torch.nn.Parameter]:
+    def trainable(self, G: Generator) -> list[str]:
+        """Names of the parameters of G that are tuned."""
         pattern = re.compile(self.params)
-        chosen = [p for name, p in G.named_parameters() if pattern.search(name)]
+        chosen = [name for name, _ in G.named_parameters() if pattern.search(name)]
         if not chosen:
             raise BadInputError(f"tuner.params={self.params!r} matches no generator parameter")
         return chosen
@@ -94,24 +98,29 @@ class PivotalTuner:
         assert pivots.shape == (N, G.num_ws, G.w_dim), f"pivots must be [{N}, {G.num_ws}, {G.w_dim}]"
         start = time.perf_counter()
         tuned = copy.deepcopy(G).requires_grad_(False)
-        params = self.trainable(tuned)
-        for p in params:
-            p.requires_grad_(True)
+        params = [tuned.get_parameter(name).requires_grad_(True) for name in self.trainable(tuned)]
         latents, extra_groups = self.latents(pivots)
-        optimizer = torch.optim.Adam([{"params": params, "lr": self.lr}, *extra_groups])
+        optimizer = adam([{"params": params, "lr": self.lr}, *extra_groups])
         rng = torch.Generator().manual_seed(self.seed)
 
         losses, stopped_early = [], False
         threshold = self.early_stop(G)
+        lpips_to_targets = perceptual_distance(perceptual, targets)
         bar = tqdm(range(self.steps), desc=type(self).__name__, disable=not self.progress, leave=False)
         for step in bar:
             images = tuned.synthesis(self.render_latents(latents, G), noise_mode=self.noise_mode)
-            lpips = perceptual.forward_unchecked(images, targets).reshape(N)  # per image
+            lpips = lpips_to_targets(images)  # per image
             mse = F.mse_loss(images, targets, reduction="none").flatten(1).mean(1)  # per image
             if threshold > 0 and bool((lpips <= threshold).all()):
                 stopped_early = True
                 break
-            loss = (self.lpips_weight * lpips + self.l2_weight * mse).mean()
+            per_image = self.lpips_weight * lpips + self.l2_weight * mse
+            bad = (~torch.isfinite(per_image)).nonzero().flatten().tolist()
+            if bad:  # which images: multi-ID tuning goes on without them (pti_lab/driver.py)
+                which = f" for image {', '.join(map(str, bad))} of {N}" if N > 1 else ""
+                raise NonFiniteLossError(f"{type(self).__name__}: loss is {per_image[bad[0]].item()} at step {step}{which}",
+                                         images=tuple(bad))
+            loss = per_image.mean()
             record = {"loss": loss.item(), "lpips": lpips.mean().item(), "mse": mse.mean().item()}
             if regularizer is not None and regularizer.applies(step):
                 locality, parts = regularizer.loss(G, tuned, self.render_latents(latents, G), perceptual, rng)
@@ -132,8 +141,153 @@ class PivotalTuner:
         return Tuning(tuned, self.render_latents(latents, G).detach(), len(losses), stopped_early,
                       time.perf_counter() - start, losses)
 
+    def tune_batch(
+        self,
+        G: Generator,                          # the generator every image starts from (left unchanged)
+        targets: Sequence[torch.Tensor],       # K images [1, C, R, R] in [-1, 1]
+        pivots: Sequence[torch.Tensor],        # their pivots [1, num_ws, w_dim]
+        perceptual: torch.nn.Module,           # LPIPS network (alex in PTI)
+        regularizer: Optional[LocalityRegularizer] = None,
+        on_steps: Optional[Sequence[Optional[StepCallback]]] = None,  # per image, called after its steps
+    ) -> list[Tuning | PTILabError]:
+        """K generators tuned in one pass, generator k for image k alone, each exactly as `tune(G,
+        targets[k], pivots[k], ...)` would tune it: the tuned weights get a leading image dimension
+        (torch.func.vmap renders each image with its own weights), the loss is the sum of the per-image
+        losses so that each image's Adam rows see only its own gradient, each image stops on its own
+        (early stop) and the locality regulariser samples each image's latents from its own stream.
+        Returns one Tuning per image, or in its place the error that failed it (a bad target, a
+        non-finite loss): the others go on without it. `seconds` of each is the wall time / K."""
+        where = type(self).__name__
+        K = len(targets)
+        on_steps = list(on_steps) if on_steps is not None else [None] * K
+
+        def check(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+            target, pivot = pair
+            check_images(target, "targets", where)
+            if target.shape != (1, G.img_channels, G.img_resolution, G.img_resolution) or \
+                    pivot.shape != (1, G.num_ws, G.w_dim):
+                raise BadInputError(f"{where}: target {list(target.shape)} or pivot {list(pivot.shape)} does "
+                                    f"not fit the generator ({G.img_resolution} px, {G.num_ws} ws)")
+        results, live = accepted(list(zip(targets, pivots)), check)  # live: the images still tuned, in row order
+        if not live:
+            return results
+        start = time.perf_counter()
+        synthesis = G.synthesis
+        # Parameters outside the synthesis network never reach the images: tuning leaves them as they are.
+        names = [name.removeprefix("synthesis.") for name in self.trainable(G) if name.startswith("synthesis.")]
+        if not names:  # nothing rendered is tuned: no batch to vectorise
+            return [self.tune_one(G, targets[k], pivots[k], perceptual, regularizer, on_steps[k]) for k in range(K)]
+        shared = {name: p.detach() for name, p in synthesis.named_parameters() if name not in names}
+        start_latents, extra_groups = self.latents(torch.cat([pivots[k] for k in live]))
+        groups = [{name: synthesis.get_parameter(name).detach().expand(len(live), *synthesis.get_parameter(name).shape)
+                   for name in names}]  # one copy of the tuned weights per image: [K, ...]
+        lrs = [self.lr]
+        if extra_groups:  # joint tuning: one latent row per image, at its own learning rate
+            groups.append({"latent": start_latents})
+            lrs.append(extra_groups[0]["lr"])
+        optimizer = StackedAdam(groups, lrs)
+
+        def render_one(weights: dict[str, torch.Tensor], ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
+            return torch.func.functional_call(synthesis, {**shared, **weights}, (ws,), {"noise_mode": noise_mode})
+
+        def render(ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
+            """ws [K, S, num_ws, w_dim] -> [K, S, C, R, R], row k by image k's generator."""
+            vectorised = torch.func.vmap(render_one, in_dims=(0, 0, None), randomness="different")
+            return vectorised(optimizer[0], ws, noise_mode)
+
+        target_batch = torch.cat([targets[k] for k in live])
+        threshold = self.early_stop(G)
+        rngs = [torch.Generator().manual_seed(self.seed) for _ in live]
+        losses: dict[int, list] = {k: [] for k in live}
+        stopped = set()  # images that reached the early-stop threshold
+
+        def finish(rows: list[int]) -> None:
+            """Keep the tuned weights of these rows (before this step's update) as their results."""
+            for row in rows:
+                k = live[row]
+                tuned = copy.deepcopy(G).requires_grad_(False).eval()
+                with torch.no_grad():
+                    for name, value in optimizer[0].items():
+                        tuned.synthesis.get_parameter(name).copy_(value[row])
+                latent = optimizer[1]["latent"][row:row + 1] if extra_groups else start_latents[row:row + 1]
+                results[k] = Tuning(tuned, self.render_latents(latent, G).detach().clone(), len(losses[k]),
+                                    k in stopped, 0.0, losses[k])
+
+        lpips_to_targets = perceptual_distance(perceptual, target_batch)
+        bar = tqdm(range(self.steps), desc=f"{where} x{len(live)}", disable=not self.progress, leave=False)
+        for step in bar:
+            latents = optimizer[1]["latent"] if extra_groups else start_latents
+            ws = self.render_latents(latents, G)  # [K, num_ws, w_dim]
+            images = render(ws[:, None], self.noise_mode)[:, 0]  # [K, C, R, R]
+            lpips = lpips_to_targets(images)  # [K]
+            mse = (images - target_batch).square().flatten(1).mean(1)  # [K]
+            done = [row for row, value in enumerate(lpips.tolist()) if threshold > 0 and value <= threshold]
+            stopped.update(live[row] for row in done)
+            loss = self.lpips_weight * lpips + self.l2_weight * mse  # [K]
+            parts = {}
+            if regularizer is not None and regularizer.applies(step):
+                # A row that stops now draws nothing from its own stream (as alone); its term is not used.
+                streams = [rng if row not in done else torch.Generator() for row, rng in enumerate(rngs)]
+                locality, parts["locality_lpips"], parts["locality_mse"] = regularizer.batch_loss(
+                    G, lambda w_r: render(w_r, regularizer.noise_mode), ws, perceptual, streams)
+                loss = loss + locality
+            values = torch.stack([loss, lpips, mse, *parts.values()], 1).tolist()
+            failed = []
+            for row, (value, lpips_value, mse_value, *part_values) in enumerate(values):
+                if row in done:
+                    continue
+                k = live[row]
+                if not math.isfinite(value):
+                    results[k] = NonFiniteLossError(f"{where}: loss is {value} at step {step}")
+                    failed.append(row)
+                    continue
+                record = {"loss": value, "lpips": lpips_value, "mse": mse_value, **dict(zip(parts, part_values))}
+                losses[k].append(record)
+                if on_steps[k] is not None:
+                    on_steps[k](step, record, images[row:row + 1].detach())
+            finish(done)
+            kept = [row for row in range(len(live)) if row not in done and row not in failed]
+            if kept:
+                optimizer.step(loss[kept].sum())  # rows that stopped or failed get no gradient and are dropped below
+            if len(kept) < len(live):
+                rows = torch.tensor(kept, dtype=torch.long, device=target_batch.device)
+                optimizer.keep(rows)
+                start_latents, target_batch = start_latents[rows], target_batch[rows]
+                lpips_to_targets = perceptual_distance(perceptual, target_batch)
+                rngs = [rngs[row] for row in kept]
+                live = [live[row] for row in kept]
+            if not live:
+                break
+            if not bar.disable:
+                bar.set_postfix(lpips=f"{lpips.mean().item():.3f}")
+        bar.close()
+        finish(list(range(len(live))))
+        seconds = (time.perf_counter() - start) / K
+        for result in results:
+            if isinstance(result, Tuning):
+                result.seconds = seconds
+        return results
+
+    def tune_one(self, G: Generator, target: torch.Tensor, pivot: torch.Tensor, perceptual: torch.nn.Module,
+                 regularizer: Optional[LocalityRegularizer], on_step: Optional[StepCallback]) -> Tuning | PTILabError:
+        """`tune` for one image, its error returned instead of raised (as tune_batch returns them)."""
+        try:
+            return self.tune(G, target, pivot, perceptual, regularizer, on_step)
+        except PTILabError as error:
+            return error
+
     def render_latents(self, latents: torch.Tensor, G: Generator) -> torch.Tensor:
         return latents
+
+
+def perceptual_distance(perceptual: torch.nn.Module, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images [N, C, R, R] -> LPIPS(images, targets) per image [N]. With an LPIPS module the targets'
+    features are computed once here, not at every step."""
+    if hasattr(perceptual, "feature_maps_unchecked") and hasattr(perceptual, "distance"):
+        with torch.no_grad():
+            target_features = perceptual.feature_maps_unchecked(targets)
+        return lambda images: perceptual.distance(perceptual.feature_maps_unchecked(images), target_features).flatten()
+    return lambda images: perceptual.forward_unchecked(images, targets).reshape(len(images))
 
 
 class JointTuner(PivotalTuner):

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from pti_lab.config import check_components
 from pti_lab.errors import BadInputError
-from pti_lab.inversion import (Inversion, MeanInverter, NonFiniteLossError, RandomInverter, WInverter,
+from pti_lab.inversion import (EncoderInverter, Inversion, MeanInverter, NonFiniteLossError, RandomInverter, WInverter,
                                WPlusInverter, cached_w_stats)
 from pti_lab.inversion import w_stats as w_stats_module
 from pti_lab.inversion.projector import noise_regularization
@@ -221,11 +221,12 @@ def test_every_inverter_config_instantiates(option):
     cfg = OmegaConf.load(REPO / "conf" / "inverter" / f"{option}.yaml")
     check_components(cfg)
     inverter = instantiate(cfg)
-    expected = {"w": WInverter, "w_plus": WPlusInverter, "mean": MeanInverter, "random": RandomInverter}[option]
+    expected = {"w": WInverter, "w_plus": WPlusInverter, "mean": MeanInverter, "random": RandomInverter,
+                "e4e": EncoderInverter, "psp": EncoderInverter}[option]
     assert type(inverter) is expected
     if isinstance(inverter, WInverter):
         assert (inverter.steps, inverter.lr, inverter.noise_reg_weight, inverter.w_avg_samples) == (450, 0.01, 1e5, 600)
 
 
-def test_inverter_configs_cover_the_four_inverters():
-    assert INVERTER_OPTIONS == ["mean", "random", "w", "w_plus"]
+def test_inverter_configs_cover_the_six_inverters():
+    assert INVERTER_OPTIONS == ["e4e", "mean", "psp", "random", "w", "w_plus"]

@@ -1,7 +1,10 @@
-"""Networks: the StyleGAN2 generator, its checkpoint loaders, LPIPS."""
+"""Networks: the StyleGAN2 generator, its checkpoint loaders, the e4e / pSp encoders, LPIPS."""
 
 from pti_lab.models.checkpoints import load_generator, save_generator
+from pti_lab.models.encoders import (EncoderNet, Encoder4Editing, GradualStyleEncoder, load_encoder,
+                                     save_encoder)
 from pti_lab.models.lpips import LPIPS
 from pti_lab.models.stylegan2 import Generator
 
-__all__ = ["Generator", "LPIPS", "load_generator", "save_generator"]
+__all__ = ["EncoderNet", "Encoder4Editing", "Generator", "GradualStyleEncoder", "LPIPS", "load_encoder",
+           "load_generator", "save_encoder", "save_generator"]

@@ -394,17 +394,43 @@ def build_generator(kwargs: dict, tensors: dict[str, torch.Tensor], source: str,
     return G.eval().requires_grad_(False)
 
 
-def _read_torch_file(path: Path, source: str) -> Any:
+def _weights_only_reason(message: str) -> str:
+    """The reason in torch's multi-line weights_only refusal (whose advice is to load unsafely)."""
+    if match := re.search(r"Unsupported global: GLOBAL (\S+)", message):
+        return f"'{match.group(1)}' is not an allowed type: the file may be hostile or not a supported checkpoint"
+    if match := re.search(r"WeightsUnpickler error:\s*([^\n]+)", message):
+        return f"{match.group(1).strip()}: the file may be hostile or not a supported checkpoint"
+    return message.splitlines()[0] if message else "UnpicklingError"
+
+
+def read_torch_file(path: Path, source: str) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{source}: refused while reading ({first})") from None
+        raise CheckpointError(f"{source}: refused while reading ({_weights_only_reason(str(exc))})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{source}: truncated or corrupt checkpoint ({first})") from None
+
+
+def decoder_as_rosinality(ckpt: Any) -> Any:
+    """An e4e / pSp checkpoint's generator as a rosinality checkpoint; other files unchanged.
+
+    Their `state_dict` holds the generator as `decoder.*` (a rosinality StyleGAN2) and `latent_avg`
+    the W average repeated per W+ vector ([num_ws, w_dim]; [w_dim] in some pSp files).
+    """
+    if not isinstance(ckpt, dict) or "g_ema" in ckpt or not isinstance(ckpt.get("state_dict"), dict):
+        return ckpt
+    decoder = {k[len("decoder."):]: v for k, v in ckpt["state_dict"].items() if str(k).startswith("decoder.")}
+    if not decoder:
+        return ckpt
+    latent_avg = ckpt.get("latent_avg")
+    if isinstance(latent_avg, torch.Tensor) and latent_avg.ndim == 2:
+        # Rows differ only if the file is not what it says; then the average is estimated instead.
+        latent_avg = latent_avg[0] if bool((latent_avg == latent_avg[:1]).all()) else None
+    return {"g_ema": decoder, "latent_avg": latent_avg if isinstance(latent_avg, torch.Tensor) else None}
 
 
 def _w_avg_from_samples(G: Generator, num_samples: int = 10_000, seed: int = 0) -> torch.Tensor:
@@ -448,7 +474,7 @@ def load_generator(path_or_url: str, device: str | torch.device = "cpu") -> Gene
         raise CheckpointError(f"{source}: file is empty")
 
     if zipfile.is_zipfile(path):
-        ckpt = _read_torch_file(path, source)
+        ckpt = decoder_as_rosinality(read_torch_file(path, source))
         if isinstance(ckpt, dict) and ckpt.get("format") == OWN_FORMAT:
             if ckpt.get("version") != OWN_FORMAT_VERSION:
                 raise CheckpointError(f"{source}: pti-lab generator format version {ckpt.get('version')} "

@@ -35,6 +35,8 @@ from pti_lab.weights import sha256_of
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped inside the package
 MANIFEST = "manifest.json"
 GENERATOR_FILE = "generator.pt"  # the synthfaces StyleGAN2 (python -m pti_lab.train.synthfaces_generator)
+# Encoders of that generator, official checkpoint layout (python -m pti_lab.train.synthfaces_encoders)
+ENCODER_FILES = {"e4e": "e4e.pt", "psp": "psp.pt"}
 # Early stop of pivotal tuning on this generator: none. Measured with experiments/early_stop_curve.py
 # (4 synthfaces_ood images, W pivots, 350 steps): identity keeps rising to the last step (mean id_sim
 # 0.47 where LPIPS reaches the official 0.06 at step 40, 0.78 at 0.02 (step 180), 0.85 at 0.01 (step

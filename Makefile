@@ -31,12 +31,11 @@ test-all: install
 	$(BIN)/python -m pytest -m ""
 
 # The paper's tables and figures on synthfaces: four sweeps under outputs/paper/, each with its
-# tables, figures and report.html (re-running resumes; PAPER_ARGS adds overrides to every sweep).
+# tables, figures and report.html, then outputs/paper/report/ of all four (re-running resumes;
+# PAPER_ARGS adds overrides to every sweep, e.g. PAPER_ARGS=logger=wandb).
 PAPER_ARGS ?=
 paper: install
-	for experiment in table1 table2 fig15 fig16; do \
-		$(BIN)/python run.py +experiment=$$experiment logger=none $(PAPER_ARGS) || exit 1; \
-	done
+	$(BIN)/python run.py +experiment=paper logger=none $(PAPER_ARGS)
 
 bench: install
 	$(BIN)/python -m pti_lab.bench.generator

@@ -17,7 +17,11 @@ def main(cfg: DictConfig) -> None:
     keep_freed_memory()
 
     try:
-        pipeline.run(cfg)
+        if cfg.paper is not None:  # +experiment=paper: the paper's sweeps, one after another
+            from pti_lab.paper import run_paper
+            run_paper(__file__, cfg.paper.experiments, cfg.paper.dir)
+        else:
+            pipeline.run(cfg)
     except PTILabError as exc:
         raise SystemExit(f"error: {exc}") from None
 

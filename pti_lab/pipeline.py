@@ -27,9 +27,11 @@ from pti_lab.inversion.pivot_cache import PivotCache
 from pti_lab.metrics.edit_scores import EditMetrics, edit_summary
 from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.run_record import prepare_run_dir, result_settings
 from pti_lab.tracking.recorder import Recorder
 from pti_lab.tuning import NoTuner
 from pti_lab.tracking.store import RunStore, image_grid, save_png
+from pti_lab.tracking.wandb_logger import sweep_group
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,16 @@ def group_choices() -> dict:
 
 def run_identity(out_dir: Path, choices: dict) -> tuple[str, Optional[str], list[str]]:
     """(name, group, tags) of the run for the logger. All jobs of a sweep share one group, named
-    after the sweep; a single run is grouped by its ablation or experiment."""
+    after the sweep and its experiment (its summary run joins it); a single run is grouped by its
+    experiment or ablation."""
     tags = [f"{group}={option}" for group, option in choices.items()
             if option is not None and group not in NOT_TAGS]
     group = choices.get("experiment") or choices.get("ablation")
     name = out_dir.name
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hydra = HydraConfig.get()
-        sweep = "/".join(Path(hydra.sweep.dir).parts[-2:])
-        group = f"{group}:{sweep}" if group else f"sweep:{sweep}"
-        name = f"{sweep}#{hydra.job.num}"
+        group = sweep_group(choices.get("experiment"), hydra.sweep.dir)  # not the ablation: jobs may sweep it
+        name = f"{group.split(':', 1)[1]}#{hydra.job.num}"
     return name, group, tags
 
 
@@ -96,16 +98,21 @@ def build_stages(cfg: DictConfig, device: torch.device) -> Stages:
         editor=build(cfg.editor),
         edit_metrics=build(cfg.metrics) or EditMetrics(),
     )
+    if hasattr(stages.inverter, "prepare"):  # an encoder's num_ws and w_dim are checked before any image
+        stages.inverter.prepare(stages.generator)
     if stages.editor is not None:  # directions, PCA and attribute names are checked before any image
         stages.edit_metrics.check_attributes(stages.editor.attributes)
         stages.editor.prepare(stages.generator)
     return stages
 
 
-def pivot_cache(cfg: DictConfig, generator_sha256: str, device: torch.device) -> PivotCache:
-    """The cache of inversions made with this run's generator, inverter settings and seed."""
+def pivot_cache(cfg: DictConfig, generator_sha256: str, device: torch.device, inverter: object = None) -> PivotCache:
+    """The cache of inversions made with this run's generator, inverter settings (and weights, for an
+    encoder: the same `path` may hold another file tomorrow) and seed."""
     settings = {key: value for key, value in OmegaConf.to_container(cfg.inverter, resolve=True).items()
                 if key != "progress"}  # what changes the pivot
+    if getattr(inverter, "weights_fingerprint", None):
+        settings["weights_fingerprint"] = inverter.weights_fingerprint
     return PivotCache(Path(cfg.paths.cache_dir) / "pivots", generator_sha256, json.dumps(settings, sort_keys=True),
                       cfg.seed, device.type)
 
@@ -114,7 +121,7 @@ def run(cfg: DictConfig) -> dict:
     check_config(cfg)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out_dir, result_settings(cfg), cfg.resume)  # refuses results of other settings
     torch.manual_seed(cfg.seed)
 
     start = time.perf_counter()
@@ -122,7 +129,7 @@ def run(cfg: DictConfig) -> dict:
     dataset = build(cfg.data)
     recorder = Recorder(RunStore(out_dir), build(cfg.logger))
     base_sha256 = generator_fingerprint(stages.generator)
-    cache = pivot_cache(cfg, base_sha256, device) if cfg.reuse_inversions else None
+    cache = pivot_cache(cfg, base_sha256, device, stages.inverter) if cfg.reuse_inversions else None
     driver = Driver(stages, recorder, mode=cfg.mode, batch_size=cfg.batch_size, seed=cfg.seed,
                     pivot_cache=cache, base_sha256=base_sha256)
     choices = group_choices()

@@ -1,35 +1,44 @@
-"""The paper's experiments end to end at smoke size: every sweep runs from `+experiment=NAME`, every
-job writes its results, and the sweep's report (tables, figures, report.html) is written when it ends.
-The numbers in the tables are checked against the per-run results in tests/test_report.py."""
+"""The paper's experiments end to end at smoke size: `+experiment=paper` runs every experiment's sweep
+(each from its own `+experiment=NAME`), every job writes its results, each sweep's report (tables,
+figures, report.html) is written when it ends, and one report of all four when the paper ends. The
+numbers in the tables are checked against the per-run results in tests/test_report.py."""
 
 import csv
 import json
+import re
 
 import pytest
 
 from tests.conftest import run_py
+from tests.test_wandb_logger import OfflineRun, wandb_env  # noqa: F401 (a fixture)
 
-SMOKE = ["inverter.steps=2", "tuner.steps=2", "logger=none", "preview.count=0", "device=cpu"]
-EXPERIMENTS = {  # experiment -> (smoke overrides, jobs, files the report must hold)
-    "table1": (["data.limit=1"], 8, ["table1.csv", "table1.md", "table1.tex"]),
-    "table2": (["data.limit=1", "editor.editors.3.num_samples=2000", "editor.editors.4.steps=2"], 3,
-               ["table2.csv", "table2_edits.csv", "table2_equal_change.csv"]),
-    "fig15": (["data.limit=1,2"], 4, ["fig15.csv", "fig15.png", "fig15.pdf"]),
-    "fig16": (["data.limit=1"], 6, ["fig16.csv", "fig16.png", "fig16.pdf"]),
+SMOKE = ["inverter.steps=2", "tuner.steps=2", "logger=none", "preview.count=0", "device=cpu", "data.limit=1"]
+EXPERIMENTS = {  # experiment -> (jobs, files the report must hold)
+    "table1": (14, ["table1.csv", "table1.md", "table1.tex"]),
+    "table2": (6, ["table2.csv", "table2_edits.csv", "table2_equal_change.csv"]),
+    "fig15": (2, ["fig15.csv", "fig15.png", "fig15.pdf"]),
+    "fig16": (6, ["fig16.csv", "fig16.png", "fig16.pdf"]),
 }
 
 
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    """`python run.py +experiment=paper` at smoke size: (its directory, its stdout)."""
+    out = tmp_path_factory.mktemp("paper")
+    result = run_py("+experiment=paper", f"paper.dir={out}", *SMOKE, timeout=1200)
+    return out, result.stdout
+
+
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
-def test_experiment_sweep_writes_every_job_and_its_report(experiment, tmp_path):
-    overrides, jobs, files = EXPERIMENTS[experiment]
-    sweep = tmp_path / experiment
-    result = run_py(f"+experiment={experiment}", *SMOKE, *overrides, f"hydra.sweep.dir={sweep}")
+def test_experiment_sweep_writes_every_job_and_its_report(experiment, paper):
+    out, stdout = paper
+    jobs, files = EXPERIMENTS[experiment]
+    sweep = out / experiment
     summaries = [json.loads((sweep / str(job) / "summary.json").read_text()) for job in range(jobs)]
     assert not (sweep / str(jobs)).exists()
     assert all(s["report"]["experiment"] == experiment and s["failed"] == [] and s["images"] >= 1
                for s in summaries)
     report = sweep / "report"
-    assert f"report: {report / 'report.html'}" in result.stdout
     for name in files + ["report.html"]:
         assert (report / name).stat().st_size > 0, name
     with open(report / files[0]) as file:
@@ -38,3 +47,36 @@ def test_experiment_sweep_writes_every_job_and_its_report(experiment, tmp_path):
     assert len(rows) == jobs and (None in methods or {row["method"] for row in rows} == methods)
     html = (report / "report.html").read_text()
     assert "PASS" in html or "FAIL" in html  # its claim is decided, whichever way
+
+
+def test_paper_writes_one_report_of_all_four(paper):
+    out, stdout = paper
+    assert stdout.splitlines()[-1] == f"report: {out / 'report' / 'report.html'}"
+    assert re.findall(r"^\[\d/\d\] \w+", stdout, re.MULTILINE) == ["[1/4] table1", "[2/4] table2", "[3/4] fig15",
+                                                                   "[4/4] fig16"]
+    for experiment, (_, files) in EXPERIMENTS.items():
+        for name in files:
+            assert (out / "report" / name).read_text("latin-1") == (out / experiment / "report" / name).read_text("latin-1") \
+                or name.endswith((".png", ".pdf")), name  # figures are redrawn (PDFs carry a date)
+    page = (out / "report" / "report.html").read_text()
+    for experiment in EXPERIMENTS:
+        assert f'id="experiment-{experiment}"' in page and f"{experiment}/0" in page
+    assert (out / ".hydra" / "overrides.yaml").is_file()  # the paper's own command, recorded
+
+
+def test_paper_resumes_without_rerunning_a_job(paper):
+    """Re-running the paper over a finished one reruns nothing: every job finds its results."""
+    out, _ = paper
+    files = sorted((out / "fig15").glob("*/results.jsonl")) + sorted((out / "fig15").glob("*/tuned_G.pt"))
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in files}
+    run_py("+experiment=paper", f"paper.dir={out}", "paper.experiments=[fig15]", *SMOKE)
+    assert len(before) == 4 and {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in files} == before
+
+
+def test_sweep_with_wandb_gets_a_summary_run_in_its_group(wandb_env, tmp_path):  # noqa: F811
+    sweep = tmp_path / "2026-12-02" / "12-00-00"
+    run_py("+experiment=fig15", f"hydra.sweep.dir={sweep}", *SMOKE, "regularizer=none",
+           "logger=wandb", "logger.mode=offline")
+    job, summary = OfflineRun(sweep / "0"), OfflineRun(sweep / "report")
+    assert job.run.run_group == summary.run.run_group == "fig15:2026-12-02/12-00-00"
+    assert summary.run.job_type == "summary" and any("tables/fig15_drift" in row for row in summary.history)

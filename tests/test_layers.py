@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [  # lowest first; a module may import its own layer and those below
-    {"errors", "atomic", "runtime", "safe_pickle", "imaging", "weights", "steps", "config", "extras"},
+    {"errors", "atomic", "runtime", "safe_pickle", "imaging", "weights", "steps", "stacked", "batch_memory", "config",
+     "extras", "run_record"},
     {"models"},
     {"synthfaces"},
     {"generators", "data", "align"},
@@ -20,7 +21,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those below
     {"tracking"},
     {"driver"},
     {"pipeline", "launch"},
-    {"train", "bench", "report"},
+    {"train", "bench", "report", "paper"},
 ]
 
 

@@ -9,6 +9,7 @@ two launched jobs that never started.
 import csv
 import json
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -330,6 +331,47 @@ def test_runs_without_report_labels_fall_back_to_the_group_choices(tmp_path):
     table = read_csv(write_report(tmp_path).parent / "runs.csv")
     assert [(row["method"], row["setting"]) for row in table] == [("w+pivotal", "+case=0"), ("w+pivotal", "+case=1"),
                                                                    ("C", "")]
+
+
+def split_sweep(sweep, root) -> list:
+    """The module's sweep as two sweeps, as `+experiment=paper` leaves them: table1 and table2 jobs in
+    root/tables, fig15 and fig16 jobs in root/figures (each numbered from 0)."""
+    parts = {"tables": [], "figures": []}
+    for job in sorted((d for d in sweep.iterdir() if d.name.isdigit()), key=lambda d: int(d.name)):
+        experiment = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["report"]["experiment"]
+        parts["tables" if experiment.startswith("table") else "figures"].append(job)
+    for name, jobs in parts.items():
+        for number, job in enumerate(jobs):
+            shutil.copytree(job, root / name / str(number))
+    return [root / "tables", root / "figures"]
+
+
+def test_one_report_of_several_sweeps_holds_every_experiment_and_claim(sweep, report, tmp_path):
+    """The paper's report: four sweeps in one page; its tables equal those of one sweep holding the
+    same jobs, the claims are checked on the runs of all of them, and jobs are named sweep/number."""
+    from pti_lab.report.writer import build_report
+
+    combined = build_report(split_sweep(sweep, tmp_path))
+    assert combined.html == tmp_path / "report" / "report.html"
+    assert [section.name for section in combined.sections] == ["table1", "table2", "fig15", "fig16"]
+    for name in ("table1.csv", "table2_edits.csv", "fig15_drift.csv", "fig16.csv"):
+        ours, theirs = read_csv(combined.html.parent / name), read_csv(report.parent / name)
+        assert ours == theirs, name
+    alone = check_claims([run_numbers(job) for job in read_sweep(sweep).jobs])
+    unnumbered = [(claim, status, re.sub(r"job \d+ ", "", numbers)) for claim, status, numbers in alone]
+    assert [(claim, status, re.sub(r"job \d+ ", "", numbers)) for claim, status, numbers in combined.claims] == unnumbered
+    page = combined.html.read_text()
+    assert "tables/0" in page and "figures/5" in page and "PTI report: tables, figures" in page
+    assert (combined.html.parent / "fig15.png").is_file() and (combined.html.parent / "fig16.png").is_file()
+
+
+def test_report_command_takes_several_sweeps(sweep, tmp_path):
+    sweeps = split_sweep(sweep, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pti_lab.report", *map(str, sweeps), "--out", str(tmp_path / "out")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "out" / "report.html")
+    assert {row["method"] for row in read_csv(tmp_path / "out" / "table1.csv")} == {"W", "W+", "PTI"}
 
 
 def test_importing_the_package_loads_no_plotting():

@@ -83,23 +83,28 @@ def experiment_section(section: ExperimentSection) -> str:
     return "".join(parts) + "</section>"
 
 
-def runs_section(jobs: list[Job]) -> str:
+def job_label(job: Job, named: bool) -> str:
+    """'3', or with several sweeps on one page 'table1/3' (the sweep folder and the job number)."""
+    return f"{job.path.parent.name}/{job.number}" if named else str(job.number)
+
+
+def runs_section(jobs: list[Job], named: bool) -> str:
     """A table of the jobs, then each job's composed config (.hydra/config.yaml) to unfold."""
     rows, configs = [], []
     for job in jobs:
         status = "finished" if job.summary is not None else "not finished"
-        rows.append(f"<tr><td>{job.number}</td><td>{esc(job.experiment)}</td><td>{esc(job.method)}</td>"
+        rows.append(f"<tr><td>{esc(job_label(job, named))}</td><td>{esc(job.experiment)}</td><td>{esc(job.method)}</td>"
                     f"<td>{esc(job.data)}</td><td><code>{esc(' '.join(job.overrides))}</code></td>"
                     f'<td class="num">{len(job.images)}</td><td>{status}</td></tr>')
         config = job.path / ".hydra" / "config.yaml"
         text = config.read_text() if config.is_file() else "(no .hydra/config.yaml)"
-        configs.append(f"<details><summary>job {job.number} config</summary><pre>{esc(text)}</pre></details>")
+        configs.append(f"<details><summary>job {esc(job_label(job, named))} config</summary><pre>{esc(text)}</pre></details>")
     return ('<section id="runs"><h2>Runs</h2><table><thead><tr><th>job</th><th>experiment</th><th>method</th>'
             "<th>data</th><th>overrides</th><th>images</th><th>status</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{''.join(configs)}</section>")
 
 
-def pictures_section(jobs: list[Job]) -> str:
+def pictures_section(jobs: list[Job], named: bool) -> str:
     parts = ['<section id="pictures"><h2>Pictures</h2><p>Per image: target, W/W+ inversion, tuned '
              "reconstruction, and the edits (top row: tuned generator; bottom row: original generator).</p>"]
     for job in jobs:
@@ -115,37 +120,43 @@ def pictures_section(jobs: list[Job]) -> str:
                              if path else "<td>—</td>")
             rows.append(f"<tr><td>{esc(image)}</td>{''.join(cells)}</tr>")
         head = "".join(f"<th>{name.removesuffix('.png')}</th>" for name in PICTURES)
-        parts.append(f"<details><summary>job {job.number}: {esc(job.method)} on {esc(job.data)} "
+        parts.append(f"<details><summary>job {esc(job_label(job, named))}: {esc(job.method)} on {esc(job.data)} "
                      f"({esc(job.experiment)}, {len(images)} images)</summary><table><thead><tr><th>image</th>{head}"
                      f"</tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
     return "".join(parts) + "</section>"
 
 
-def render_page(sweep: Sweep, sections: list[ExperimentSection], claims: list[tuple[str, str, str]],
+def render_page(sweeps: list[Sweep], sections: list[ExperimentSection], claims: list[tuple[str, str, str]],
                 notes: list[str], code_version: str, written: str) -> str:
-    """The whole page.
+    """The whole page, of one sweep or of several (the paper's four).
 
-    sections:     one per experiment, in the order of the sweep's jobs
+    sections:     one per experiment, in the order of the sweeps' jobs
     claims:       (claim, status, evidence) rows
     notes:        what is missing or incomplete
     code_version: `git describe --always --dirty` of the code, else the package version
     written:      when the report was written
     """
+    named = len(sweeps) > 1
+    jobs = [job for sweep in sweeps for job in sweep.jobs]
+    title = f"PTI sweep report: {sweeps[0].path.name}" if not named else \
+        f"PTI report: {', '.join(sweep.path.name for sweep in sweeps)}"
     contents = [("claims", "Claims"), ("notes", "Notes"),
                 *((f"experiment-{s.name}", f"Experiment {s.name}") for s in sections),
                 ("runs", "Runs"), ("pictures", "Pictures"), ("sweep-config", "Sweep configuration")]
     nav = "".join(f'<li><a href="#{esc(anchor)}">{esc(title)}</a></li>' for anchor, title in contents)
-    multirun_file = sweep.path / "multirun.yaml"
-    multirun = multirun_file.read_text() if multirun_file.is_file() else "(no multirun.yaml)"
-    body = [f"<h1>PTI sweep report: {esc(sweep.path.name)}</h1>",
-            f'<p class="meta">sweep directory <code>{esc(sweep.path.resolve())}</code> · {len(sweep.jobs)} job folders'
-            f" · code {esc(code_version)} · written {esc(written)}</p>",
-            f'<p class="meta">command:</p><pre>{esc(sweep.command)}</pre>',
+    meta, configs = [], []
+    for sweep in sweeps:
+        multirun_file = sweep.path / "multirun.yaml"
+        multirun = multirun_file.read_text() if multirun_file.is_file() else "(no multirun.yaml)"
+        meta.append(f'<p class="meta">sweep directory <code>{esc(sweep.path.resolve())}</code> · '
+                    f'{len(sweep.jobs)} job folders; command:</p><pre>{esc(sweep.command)}</pre>')
+        configs.append(f"<details><summary>{esc(sweep.path.name)}/multirun.yaml</summary><pre>{esc(multirun)}</pre></details>")
+    body = [f"<h1>{esc(title)}</h1>",
+            f'<p class="meta">code {esc(code_version)} · written {esc(written)}</p>', *meta,
             f"<nav><h2>Contents</h2><ol>{nav}</ol></nav>",
             claims_section(claims), notes_section(notes), *(experiment_section(s) for s in sections),
-            runs_section(sweep.jobs), pictures_section(sweep.jobs),
-            f'<section id="sweep-config"><h2>Sweep configuration</h2><details><summary>multirun.yaml</summary>'
-            f"<pre>{esc(multirun)}</pre></details></section>"]
+            runs_section(jobs, named), pictures_section(jobs, named),
+            f'<section id="sweep-config"><h2>Sweep configuration</h2>{"".join(configs)}</section>']
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>PTI sweep report: {esc(sweep.path.name)}</title><style>{STYLE}</style></head>\n<body>\n"
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")

@@ -94,8 +94,8 @@ def compare_at_equal_change(runs: dict[str, RunNumbers], edit: str) -> list[tupl
     Edits of equal strength do not change the attribute equally in every run, so per sign of the
     strength each run's mean id_sim_target is interpolated linearly as a function of |mean
     target_delta| through its strengths, starting at no change with the reconstruction's identity
-    (a strength-0 edit is the reconstruction), at half and all of the change that every run reaches
-    (as experiments/editing_science_check.py). Runs without edits of a sign (or without identity
+    (a strength-0 edit is the reconstruction), at half and all of the change that every run reaches.
+    Runs without edits of a sign (or without identity
     scores) are left out of that sign's comparison. Returns rows (sign, |target_delta|, {label: value}).
     """
     rows = []

@@ -188,19 +188,28 @@ def header(table: Table) -> list[str]:
     return [*table.keys, *(c + arrow(c) for c in table.columns), *(["n"] if table.with_n else [])]
 
 
+def to_rows(table: Table) -> tuple[list[str], list[list]]:
+    """The table as the CSV holds it: its columns (keys, each mean and its `_std`, `n`) and one list per
+    row (labels, then numbers; None where there is no value). W&B's summary tables are these too."""
+    values = [name for c in table.columns for name in ([c, f"{c}_std"] if table.with_std else [c])]
+    rows = []
+    for row in table.rows:
+        line: list = [row.labels[k] for k in table.keys]
+        for column in table.columns:
+            line += [row.values[column].mean, row.values[column].std] if table.with_std else [row.values[column].mean]
+        rows.append(line + ([row.n] if table.with_n else []))
+    return [*table.keys, *values, *(["n"] if table.with_n else [])], rows
+
+
 def to_csv(table: Table) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    values = [name for c in table.columns for name in ([c, f"{c}_std"] if table.with_std else [c])]
-    writer.writerow([*table.keys, *values, *(["n"] if table.with_n else [])])
-    for row in table.rows:
-        line = [row.labels[k] for k in table.keys]
-        for column in table.columns:
-            value = row.values[column]
-            line.append("" if value.mean is None else repr(value.mean))
-            if table.with_std:
-                line.append("" if value.std is None else repr(value.std))
-        writer.writerow(line + ([row.n if row.n is not None else ""] if table.with_n else []))
+    columns, rows = to_rows(table)
+    writer.writerow(columns)
+    labels = len(table.keys)
+    for line in rows:
+        numbers = ["" if value is None else repr(value) for value in line[labels:]]
+        writer.writerow(line[:labels] + numbers)
     return buffer.getvalue()
 
 

@@ -1,9 +1,12 @@
-"""Writing the report of a sweep: tables and figures per experiment, claims, report.html."""
+"""Writing the report of one sweep, or of several together (the paper's four): tables and figures per
+experiment, the claims checked on every run, report.html."""
 
+import os
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pti_lab
 from pti_lab.atomic import write_text
@@ -11,10 +14,20 @@ from pti_lab.report.claims import check_claims
 from pti_lab.report.figures import EXPERIMENT_FIGURES, save_figure
 from pti_lab.report.html import ExperimentSection, render_page
 from pti_lab.report.numbers import run_numbers
-from pti_lab.report.sweep import job_notes, read_sweep
+from pti_lab.report.shards import merge_shards
+from pti_lab.report.sweep import Sweep, job_notes, read_sweep
 from pti_lab.report.tables import experiment_tables, write_table
 
 REPORT_DIR = "report"  # inside the sweep directory
+
+
+@dataclass
+class Report:
+    html: Path                           # report.html; the tables and figures are beside it
+    sweeps: list[Sweep]
+    sections: list[ExperimentSection]    # one per experiment: its tables and figures
+    claims: list[tuple[str, str, str]]   # (claim, PASS|FAIL|not run, numbers)
+    notes: list[str]                     # what is missing or incomplete
 
 
 def code_version() -> str:
@@ -31,15 +44,29 @@ def code_version() -> str:
     return f"pti-lab {pti_lab.__version__}"
 
 
-def write_report(sweep_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
-    """Write the report of the sweep in `sweep_dir` (a Hydra multirun directory, finished or not) into
-    `out_dir` (default SWEEP_DIR/report); returns the path of report.html."""
-    sweep = read_sweep(sweep_dir)
-    out = Path(out_dir) if out_dir else sweep.path / REPORT_DIR
-    notes = job_notes(sweep.jobs)
-    missing = [f"{job}: not started (no job folder)" for job in sweep.missing]
+def build_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: Optional[str | Path] = None) -> Report:
+    """Write the report of the sweep(s) in `sweep_dirs` (Hydra multirun directories, finished or not)
+    into `out_dir` (default: SWEEP_DIR/report; for several sweeps, report/ in the folder that holds
+    them). With several sweeps, jobs are named <sweep folder>/<job number> and the claims are checked on
+    all their runs together."""
+    single = isinstance(sweep_dirs, (str, Path))
+    sweeps = [read_sweep(path) for path in ([sweep_dirs] if single else sweep_dirs)]
+    if not sweeps:
+        raise ValueError("no sweep to report")
+    if out_dir is None:
+        out_dir = (sweeps[0].path if len(sweeps) == 1 else
+                   Path(os.path.commonpath([sweep.path.resolve() for sweep in sweeps]))) / REPORT_DIR
+    out = Path(out_dir)
+    missing = [f"{sweep.path.name + ' ' if len(sweeps) > 1 else ''}{job}: not started (no job folder)"
+               for sweep in sweeps for job in sweep.missing]
+    missing += [note for sweep in sweeps for note in merge_shards(sweep, out)]  # sharded runs, merged
+    notes = [(job, note) for sweep in sweeps for job, note in job_notes(sweep.jobs)]
     runs, sections = [], []
-    for experiment, jobs in sweep.experiments().items():
+    experiments: dict[str, list] = {}
+    for sweep in sweeps:
+        for experiment, jobs in sweep.experiments().items():
+            experiments.setdefault(experiment, []).extend(jobs)
+    for experiment, jobs in experiments.items():
         experiment_runs = [run_numbers(job) for job in jobs]
         runs += experiment_runs
         tables = experiment_tables(experiment, experiment_runs)
@@ -53,7 +80,13 @@ def write_report(sweep_dir: str | Path, out_dir: Optional[str | Path] = None) ->
             if figure is not None:
                 figures[caption] = save_figure(figure, out, experiment)[0]
         sections.append(ExperimentSection(experiment, tables, figures))
-    page = render_page(sweep, sections, check_claims(runs), missing + [note for _, note in notes], code_version(),
+    claims = check_claims(runs)
+    all_notes = missing + [note for _, note in notes]
+    page = render_page(sweeps, sections, claims, all_notes, code_version(),
                        datetime.now().isoformat(sep=" ", timespec="seconds"))
-    return write_text(out / "report.html", page)
+    return Report(write_text(out / "report.html", page), sweeps, sections, claims, all_notes)
 
+
+def write_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: Optional[str | Path] = None) -> Path:
+    """build_report(...).html: the path of the report.html written."""
+    return build_report(sweep_dirs, out_dir).html

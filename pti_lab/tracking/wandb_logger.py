@@ -17,6 +17,12 @@ Keys (README "W&B"):
   results_table               the results table, rebuilt from results.jsonl at finish
   edits/<image>               grids passed to log_image
   artifact pti-results-<run id> (type pti-results): results.jsonl, summary.json (+ tuned generators)
+
+A sweep's summary run (job_type "summary", in the sweep's group; pti_lab/report/wandb_summary.py):
+
+  tables/<name>, claims       the report's tables and the paper's claims, as wandb.Table
+  figures/<name>, report      its figures (wandb.Image) and report.html (wandb.Html)
+  artifact pti-report-<run id> (type pti-report): the report folder's files
 """
 
 import hashlib
@@ -52,6 +58,13 @@ PREVIEW_IMAGES = 8   # a preview shows at most this many images of a batch (mult
 PREVIEW_SIZE = 256   # ... each at most this many pixels wide
 MAX_TAG = 64         # W&B refuses longer tags
 MAX_NAME = 48        # image names in keys longer than this are shortened (with a hash)
+
+
+def sweep_group(experiment: Optional[str], sweep_dir: str | Path) -> str:
+    """The W&B group of every job of a sweep and of its summary run: "<experiment>:<date>/<time>" (the
+    last two parts of the sweep directory), or "sweep:<date>/<time>" for a sweep of no experiment."""
+    sweep = "/".join(Path(sweep_dir).parts[-2:])
+    return f"{experiment}:{sweep}" if experiment else f"sweep:{sweep}"
 
 
 def server_reachable(base_url: str, timeout: float = 3.0) -> bool:
@@ -139,6 +152,15 @@ class NullLogger:
         pass
 
     def log_summary(self, summary: dict) -> None:
+        pass
+
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        pass
+
+    def log_file(self, key: str, path: Path) -> None:
+        pass
+
+    def log_files(self, kind: str, paths: list[Path]) -> None:
         pass
 
     def finish(self, run_dir: str) -> None:
@@ -312,9 +334,38 @@ class WandbLogger(NullLogger):
     def log_summary(self, summary: dict) -> None:
         self._guard("summary", lambda: self.run.summary.update(summary))
 
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        """One table under `key`, e.g. a report table (one row per method and data set)."""
+        self._guard("table", lambda: self.run.log({key: self.wandb.Table(columns=columns, data=rows,
+                                                                          allow_mixed_types=True)}))
+
+    def log_file(self, key: str, path: Path) -> None:
+        """A picture file as wandb.Image, or an HTML page (report.html) as wandb.Html, under `key`."""
+        def send() -> None:
+            if Path(path).suffix == ".html":
+                with open(path) as page:
+                    self.run.log({key: self.wandb.Html(page, inject=False)})
+            else:
+                self.run.log({key: self.wandb.Image(str(path))})
+
+        self._guard("file", send)
+
+    def log_files(self, kind: str, paths: list[Path]) -> None:
+        """The files as one artifact `<kind>-<run id>` of type `kind`, e.g. a report folder's tables."""
+        def send() -> None:
+            artifact = self.wandb.Artifact(f"{kind}-{self.run.id}", type=kind)
+            for path in paths:
+                artifact.add_file(str(path), name=Path(path).name)
+            self.run.log_artifact(artifact)
+
+        self._guard("artifact", send)
+
     def artifact(self, run_dir: Path):
         """The run's pti-results artifact: results.jsonl and summary.json, with `log_generators` the tuned
-        generators (images/<image>/tuned_G.pt, and tuned_G.pt of multi-ID tuning)."""
+        generators (images/<image>/tuned_G.pt, and tuned_G.pt of multi-ID tuning); None for a run
+        without results (a sweep's summary run)."""
+        if not (run_dir / "results.jsonl").is_file():
+            return None
         artifact = self.wandb.Artifact(f"{ARTIFACT_TYPE}-{self.run.id}", type=ARTIFACT_TYPE,
                                        metadata={"run_dir": str(run_dir)})
         for name in ("results.jsonl", "summary.json"):
@@ -337,7 +388,12 @@ class WandbLogger(NullLogger):
         if rows:
             self._guard("table", lambda: self.run.log({TABLE_KEY: self.results_table(rows, run_dir)}))
             self._guard("summary", lambda: self.run.summary.update(results_summary(rows)))
-        self._guard("artifact", lambda: self.run.log_artifact(self.artifact(run_dir)))
+        def send_artifact() -> None:
+            artifact = self.artifact(run_dir)
+            if artifact is not None:
+                self.run.log_artifact(artifact)
+
+        self._guard("artifact", send_artifact)
         run, self.run = self.run, None
         self._reset()
         try:

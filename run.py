@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     try:
         if cfg.paper is not None:  # +experiment=paper: the paper's sweeps, one after another
             from pti_lab.paper import run_paper
-            run_paper(__file__, cfg.paper.experiments, cfg.paper.dir)
+            run_paper(__file__, cfg.paper.experiments, cfg.paper.dir, cfg.paper.sweep_overrides)
         else:
             pipeline.run(cfg)
     except PTILabError as exc:

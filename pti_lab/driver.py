@@ -253,7 +253,8 @@ class Driver:
         target = synthesize(G, pivot).clamp(-1, 1)
         inverter, tuner = copy.copy(self.stages.inverter), copy.copy(self.stages.tuner)
         for stage in (inverter, tuner):  # one step each, quietly, to the end (no early stop)
-            stage.steps, stage.progress, stage.lpips_threshold = 1, False, 0
+            if stage is not None:  # no tuner: an inversion-only method
+                stage.steps, stage.progress, stage.lpips_threshold = 1, False, 0
 
         def step(K: int) -> None:
             if invert_batch is not None:

@@ -309,3 +309,24 @@ def test_a_batch_that_cannot_fit_fails_before_any_image(G, lpips, tmp_path):
                                           r"the largest batch that fits is [0-9]+$"):
         driver.run([Sample(f"img{k}", target) for k, target in enumerate(targets)])
     assert RunStore(tmp_path).results() == [] and not (tmp_path / "images").exists()
+
+
+def test_driver_batches_an_inversion_only_method_like_one_at_a_time(G, lpips, tmp_path):
+    """tuner=none (the W and W+ rows of Table 1): the batch is inverted in one pass, no tuning stage."""
+    from pti_lab.data import Sample
+    from pti_lab.driver import Driver, Stages
+    from pti_lab.tracking.recorder import Recorder
+    from pti_lab.tracking.store import RunStore
+
+    targets, _ = tuning_images(G, seeds=(1, 2))
+    samples = [Sample(f"img{k}", target) for k, target in enumerate(targets)]
+    stores = {}
+    for batch_size in (1, 2):
+        stages = Stages(generator=G, inverter=WInverter(steps=4, progress=False), perceptual=lpips,
+                        identity=None, tuner=None)
+        Driver(stages, Recorder(RunStore(tmp_path / str(batch_size))), batch_size=batch_size).run(samples)
+        stores[batch_size] = RunStore(tmp_path / str(batch_size))
+    for sample in samples:
+        one, two = (stores[k].done(sample.name, "inversion") for k in (1, 2))
+        assert two["lpips"] == pytest.approx(one["lpips"], rel=0.02) and two["steps"] == one["steps"] == 4
+        assert stores[2].done(sample.name, "tuning") is None

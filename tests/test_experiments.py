@@ -5,10 +5,13 @@ numbers in the tables are checked against the per-run results in tests/test_repo
 
 import csv
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 
+from pti_lab.paper import sweep_command
 from tests.conftest import run_py
 from tests.test_wandb_logger import OfflineRun, wandb_env  # noqa: F401 (a fixture)
 
@@ -64,6 +67,20 @@ def test_paper_writes_one_report_of_all_four(paper):
     assert (out / ".hydra" / "overrides.yaml").is_file()  # the paper's own command, recorded
 
 
+def test_paper_sweep_jobs_share_the_cores_rather_than_each_take_them_all(paper):
+    """The sweeps run their jobs side by side (paper.sweep_overrides: joblib, one job per core): each job
+    gets cores // jobs threads, or the user's OMP_NUM_THREADS, not the threads of the paper process."""
+    out, _ = paper
+    user = os.environ.get("OMP_NUM_THREADS")
+    for log in sorted(out.glob("*/[0-9]*/run.log")):
+        threads, why = re.search(r"torch threads: (\d+) \((.*)\)", log.read_text()).groups()
+        if user:
+            assert why == f"OMP_NUM_THREADS={user}", log
+        else:
+            cores, jobs = map(int, re.fullmatch(r"(\d+) cores? / (\d+) jobs?", why).groups())
+            assert int(threads) == max(cores // jobs, 1) and jobs == cores, log
+
+
 def test_paper_resumes_without_rerunning_a_job(paper):
     """Re-running the paper over a finished one reruns nothing: every job finds its results."""
     out, _ = paper
@@ -80,3 +97,13 @@ def test_sweep_with_wandb_gets_a_summary_run_in_its_group(wandb_env, tmp_path): 
     job, summary = OfflineRun(sweep / "0"), OfflineRun(sweep / "report")
     assert job.run.run_group == summary.run.run_group == "fig15:2026-12-02/12-00-00"
     assert summary.run.job_type == "summary" and any("tables/fig15_drift" in row for row in summary.history)
+
+
+def test_paper_sweeps_get_the_papers_defaults_unless_the_command_line_sets_them():
+    defaults = ["hydra/launcher=joblib", "batch_size=8"]
+    paper_command = ["+experiment=paper", "paper.dir=out", "logger=none"]
+    command = sweep_command("run.py", "table1", Path("out/table1"), paper_command, ["hydra.run.dir=out"], defaults)
+    assert command[1:] == ["run.py", "+experiment=table1", "hydra.sweep.dir=out/table1", *defaults, "logger=none"]
+    command = sweep_command("run.py", "table1", Path("out/table1"), ["+experiment=paper", "batch_size=1"],
+                            ["hydra/launcher=basic"], defaults)
+    assert command[4:] == ["batch_size=1", "hydra/launcher=basic"]  # Hydra would refuse a key given twice

@@ -75,7 +75,9 @@ from pti_lab.synthfaces.predictor import PREDICTOR_FILE, AttributePredictor, Syn
 from pti_lab.synthfaces.render import render_torch
 from pti_lab.synthfaces.testsets import make_testset, preview_grid
 from pti_lab.train.synthfaces_generator import save_png, to_uint8
-from pti_lab.train.synthfaces_predictor import batch_seed, cosine_lr, describe_device, pick_device
+from pti_lab.train.synthfaces_predictor import (
+    batch_seed, check_out_report_ship, cosine_lr, describe_device, pick_device,
+)
 
 TRAINING_JSON = "training.json"  # the run's summary and the command that rebuilds it
 REPORT_JSON = "report.json"      # the quality numbers
@@ -233,7 +235,9 @@ def train(
         if identity is not None:
             with torch.no_grad():
                 target_id = identity.embed(pairs.images)[0]
-            terms["id"] = (1 - (identity.embed(synth)[0] * target_id).sum(1)).mean()
+            # The generator's output is not bounded: once e4e's offsets grow, a few pixels leave [-1, 1],
+            # which the identity network refuses; they are shown to it as displayed (clamped).
+            terms["id"] = (1 - (identity.embed(synth.clamp(-1, 1))[0] * target_id).sum(1)).mean()
             loss = loss + id_weight * terms["id"]
         if latent_weight:
             terms["latent"] = latent_loss(ws, pairs.ws)
@@ -396,10 +400,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--edit-images", type=int, default=EDIT_COUNT, help="faces edited by the report (0: none)")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    if args.out is not None and args.report is not None:
-        parser.error("--out trains and then reports: give --out or --report, not both")
-    if args.out is None and args.report is None and args.ship is None:
-        parser.error("nothing to do: give --out DIR, --report DIR and/or --ship DIR")
+    check_out_report_ship(parser, args)
     device = pick_device(args.device)
     if args.out is not None:
         summary = train(args.kind, args.out, args.seed, args.latent_steps, args.steps, args.minutes, args.device,

@@ -53,7 +53,7 @@ from pti_lab.synthfaces.params import IN_DOMAIN, sample_params, standardise
 from pti_lab.synthfaces.render import render
 from pti_lab.synthfaces.testsets import make_testset, preview_grid
 from pti_lab.train.synthfaces_predictor import (
-    batch_seed, batch_stream, cosine_lr, default_workers, pick_device, to_network_images,
+    batch_seed, batch_stream, check_out_report_ship, cosine_lr, default_workers, pick_device, to_network_images,
 )
 from pti_lab.synthfaces.shipped import GENERATOR_FILE
 
@@ -307,10 +307,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--invert", type=int, default=INVERT_COUNT, help="test images per set inverted in W by the report (0: none)")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    if args.out is not None and args.report is not None:
-        parser.error("--out trains and then reports: give --out or --report, not both")
-    if args.out is None and args.report is None and args.ship is None:
-        parser.error("nothing to do: give --out DIR, --report DIR and/or --ship DIR")
+    check_out_report_ship(parser, args)
     device = pick_device(args.device)
     if args.out is not None:
         summary = train(args.out, args.seed, args.minutes, args.steps, args.device, args.batch, args.workers)

@@ -134,6 +134,15 @@ def training_arguments(parser: argparse.ArgumentParser, weights: str) -> None:
     parser.add_argument("--ship", action="store_true", help=f"also record {weights} in the package's weights manifest")
 
 
+def check_out_report_ship(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The one rule of the train-then-report scripts: --out trains and reports, --report only reports,
+    --ship records; --out and --report exclude each other and one of the three is needed."""
+    if args.out is not None and args.report is not None:
+        parser.error("--out trains and then reports: give --out or --report, not both")
+    if args.out is None and args.report is None and args.ship is None:
+        parser.error("nothing to do: give --out DIR, --report DIR and/or --ship DIR")
+
+
 def default_workers() -> int:
     """Render processes: every core but the one that drives the training loop (at least one)."""
     return max(1, (os.cpu_count() or 2) - 1)

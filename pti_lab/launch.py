@@ -9,7 +9,9 @@ Precedence, per job:
 2. otherwise, in a multirun whose launcher gives each job its own cores (`hydra.launcher.cpus_per_task`:
    submitit_slurm, submitit_local), that many;
 3. otherwise `cores // n_jobs`, at least 1, where `cores` is the number of CPUs this process may use
-   (joblib's count: CPU affinity and container CPU quota) and `n_jobs` is how many jobs run at once:
+   (joblib's count: CPU affinity and container CPU quota) or, for a run.py started from inside a job
+   (`make paper` runs each sweep so), that job's threads if fewer: its share of the cores is what
+   its own jobs divide; `n_jobs` is how many jobs run at once:
    `hydra.launcher.n_jobs` in a multirun with a launcher that has it (joblib; -1 = one job per core,
    -2 = all cores but one, as joblib reads it), else 1 (single runs, the basic launcher: one job at a
    time gets all cores).
@@ -34,6 +36,11 @@ THREADS_VAR = "OMP_NUM_THREADS"
 # OMP_NUM_THREADS as the user gave it ("" = not set), recorded by the main process at run/multirun
 # start: in joblib's worker processes OMP_NUM_THREADS is set by joblib itself, not by the user.
 USER_THREADS_VAR = "PTI_LAB_USER_OMP_NUM_THREADS"
+# The threads a job chose itself (rule 2 or 3), for the run.py processes it starts: their OMP_NUM_THREADS
+# is then that job's core budget, not a user's threads per job.
+JOB_THREADS_VAR = "PTI_LAB_JOB_THREADS"
+# That budget ("" = none), recorded by the main process at run/multirun start, as USER_THREADS_VAR.
+CORE_BUDGET_VAR = "PTI_LAB_CORE_BUDGET"
 
 
 def usable_cores() -> int:
@@ -85,6 +92,9 @@ def threads_for_job(config: DictConfig) -> tuple[int, str]:
     if job_cores and OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
         return int(job_cores), f"hydra.launcher.cpus_per_task={job_cores}"
     cores = usable_cores()
+    budget = os.environ.get(CORE_BUDGET_VAR, "")
+    if budget:
+        cores = min(cores, int(budget))
     jobs = parallel_jobs(config, cores)
     return max(cores // jobs, 1), f"{cores} core{'s' * (cores != 1)} / {jobs} job{'s' * (jobs != 1)}"
 
@@ -93,9 +103,13 @@ class ThreadsPerJob(Callback):
     """Sets torch's intra-op threads (and OMP_NUM_THREADS for children) of each job; see the module."""
 
     def _remember_user_setting(self) -> None:
-        # Main process, before any job: what the user set (re-read in every run.py, so that a
-        # run.py started from inside a job inherits that job's limit as its own user setting).
-        os.environ[USER_THREADS_VAR] = os.environ.get(THREADS_VAR, "")
+        # Main process, before any job. OMP_NUM_THREADS is the user's setting, unless a job that chose
+        # its own threads started this run.py: then it is that job's share of the cores, the budget
+        # of this run's jobs.
+        inherited = os.environ.get(THREADS_VAR, "")
+        from_job = inherited != "" and inherited == os.environ.get(JOB_THREADS_VAR)
+        os.environ[USER_THREADS_VAR] = "" if from_job else inherited
+        os.environ[CORE_BUDGET_VAR] = inherited if from_job else ""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._remember_user_setting()
@@ -106,6 +120,10 @@ class ThreadsPerJob(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         threads, why = threads_for_job(config)
         os.environ[THREADS_VAR] = str(threads)
+        if why.startswith(THREADS_VAR):  # the user's: a run.py this job starts keeps it per job
+            os.environ.pop(JOB_THREADS_VAR, None)
+        else:
+            os.environ[JOB_THREADS_VAR] = str(threads)
         import torch  # the job imports it next anyway
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)

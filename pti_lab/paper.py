@@ -6,14 +6,12 @@ type it, so that each is an ordinary Hydra multirun with its own report and W&B 
 interrupted paper resumes sweep by sweep."""
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from pti_lab.errors import PTILabError
-from pti_lab.launch import THREADS_VAR, USER_THREADS_VAR
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +36,6 @@ def sweep_command(script: str, experiment: str, sweep_dir: Path, overrides: Sequ
     return [sys.executable, script, f"+experiment={experiment}", f"hydra.sweep.dir={sweep_dir}", *kept, *passed]
 
 
-def sweep_environment() -> dict:
-    """The environment of a sweep: this process's, with OMP_NUM_THREADS as the user gave it to the paper
-    command. As a job, the paper process has set OMP_NUM_THREADS to all its cores, which each sweep
-    would otherwise take as the user's threads per job: two 2-thread jobs side by side on 2 cores."""
-    env = dict(os.environ)
-    user = env.get(USER_THREADS_VAR, "")
-    if user:
-        env[THREADS_VAR] = user
-    else:
-        env.pop(THREADS_VAR, None)
-    return env
-
-
 def run_paper(
     script: str,                  # run.py
     experiments: Sequence[str],   # e.g. table1, table2, fig15, fig16
@@ -70,7 +55,7 @@ def run_paper(
         command = sweep_command(script, experiment, sweep_dir, given.task, given.hydra, sweep_overrides)
         log.info("[%d/%d] %s", number, len(experiments), " ".join(command[1:]))
         print(f"[{number}/{len(experiments)}] {experiment}: {sweep_dir}", flush=True)
-        if subprocess.run(command, env=sweep_environment()).returncode != 0:
+        if subprocess.run(command).returncode != 0:
             raise PTILabError(f"the {experiment} sweep failed (its output is above); re-run the same command to resume")
         sweeps.append(sweep_dir)
     report = write_report(sweeps, out / "report")

@@ -47,7 +47,8 @@ def job_config(mode=RunMode.MULTIRUN, **launcher):
 def four_cores(monkeypatch):
     monkeypatch.setattr(launch, "usable_cores", lambda: 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv(launch.USER_THREADS_VAR, raising=False)
+    for var in (launch.USER_THREADS_VAR, launch.JOB_THREADS_VAR, launch.CORE_BUDGET_VAR):
+        monkeypatch.delenv(var, raising=False)  # and restored after the test, as the callbacks set them
 
 
 @pytest.mark.parametrize("config,expected", [
@@ -96,9 +97,31 @@ def test_callback_sets_torch_threads_and_the_environment(four_cores, monkeypatch
         torch.set_num_threads(before)
 
 
+def test_a_run_started_inside_a_job_divides_that_jobs_threads_among_its_own_jobs(four_cores, monkeypatch):
+    callback, before = launch.ThreadsPerJob(), torch.get_num_threads()
+    try:
+        # An outer job (a single run: make paper) takes the 4 cores ...
+        callback.on_run_start(config=job_config(mode=RunMode.RUN))
+        callback.on_job_start(config=job_config(mode=RunMode.RUN))
+        assert os.environ["OMP_NUM_THREADS"] == "4"
+        # ... and a run.py it starts, a joblib sweep of 2 jobs, gives each job half of them, not 4 each.
+        monkeypatch.setattr(launch, "usable_cores", lambda: 8)  # the machine may have more than the outer job
+        callback.on_multirun_start(config=job_config(n_jobs=2))
+        assert launch.threads_for_job(job_config(n_jobs=2)) == (2, "4 cores / 2 jobs")
+        # The user's OMP_NUM_THREADS stays the threads of every job, also of the jobs of a run a job starts.
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        callback.on_run_start(config=job_config(mode=RunMode.RUN))
+        callback.on_job_start(config=job_config(mode=RunMode.RUN))
+        callback.on_multirun_start(config=job_config(n_jobs=2))
+        assert launch.threads_for_job(job_config(n_jobs=2)) == (1, "OMP_NUM_THREADS=1")
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_threads(*args, env_extra=None, timeout=600):
     """run.py with no thread setting inherited from this shell (plus `env_extra`)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", launch.USER_THREADS_VAR)}
+    ours = ("OMP_NUM_THREADS", launch.USER_THREADS_VAR, launch.JOB_THREADS_VAR, launch.CORE_BUDGET_VAR)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     return run_py(*args, env={**env, **(env_extra or {})}, timeout=timeout)
 
 

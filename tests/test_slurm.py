@@ -117,8 +117,10 @@ def check_merged(sweep: Path) -> None:
 def test_sharded_sweep_on_slurm_survives_a_requeue_and_merges(slurm, tmp_path):
     sweep = tmp_path / "sweep"
     start = time.monotonic()
-    # reuse_inversions=false and 20 inversion steps: seconds per image, time to requeue mid-shard
-    run = Run(*sweep_args(sweep, "inverter.steps=20", "tuner.steps=5", "reuse_inversions=false"))
+    # reuse_inversions=false and 60 inversion steps: the shard's last two images take longer than the
+    # cluster's KillWait (5 s), the time a requeued job runs on after its SIGTERM (which submitit ignores),
+    # so the requeue stops the shard in its middle rather than after its end
+    run = Run(*sweep_args(sweep, "inverter.steps=60", "tuner.steps=5", "reuse_inversions=false"))
     task = array_task(sweep, 0)
     wait_for(lambda: any(r["stage"] == "tuning" for r in rows_of(sweep / "0")), "the first image of shard 0")
     subprocess.run(["scontrol", "requeue", task], check=True)

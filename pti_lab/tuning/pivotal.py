@@ -303,12 +303,6 @@ class JointTuner(PivotalTuner):
         assert space in ("w", "w_plus"), f"tuner.space must be 'w' or 'w_plus', got {space!r}"
         self.w_lr, self.space = w_lr, space
 
-    def early_stop(self, G: Generator) -> float:
-        """The LPIPS threshold in force for G (see the module's docstring)."""
-        if self.lpips_threshold is not None:
-            return self.lpips_threshold
-        return getattr(G, "tuning_lpips_threshold", OFFICIAL_LPIPS_THRESHOLD)
-
     def latents(self, pivots: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         start = pivots[:, :1] if self.space == "w" else pivots  # [N, 1 or num_ws, w_dim]
         latent = start.detach().clone().requires_grad_(True)

@@ -230,20 +230,30 @@ def test_batched_joint_tuning_equals_one_at_a_time(G, lpips):
         assert_tuned_alike(G, batched[k], alone, alone.pivots)
 
 
+@pytest.mark.filterwarnings("ignore:autocast=bf16 on cpu")  # CPUs without native bf16 emulate it (slower)
 def test_bf16_autocast_batches_give_the_fp32_results_within_bf16_precision(G, lpips, inversion_targets):
-    """The mixed-precision path of a GPU (the benchmark's --autocast bf16), checked on the CPU."""
+    """inverter.autocast=bf16 and tuner.autocast=bf16 (the benchmark's --autocast bf16), on the CPU."""
     targets, pivots = tuning_images(G, seeds=(1, 2))
-    tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=0, progress=False)
-    inverter = WInverter(steps=6, lr=0.1, progress=False)
     inversion_G, inversion_images = inversion_targets
-    fp32 = tuner.tune_batch(G, targets, pivots, lpips), inverter.invert_batch(inversion_G, inversion_images[:2])
-    with torch.autocast("cpu", torch.bfloat16):
-        bf16 = tuner.tune_batch(G, targets, pivots, lpips), inverter.invert_batch(inversion_G, inversion_images[:2])
-    for (low, high), key in zip(zip(bf16, fp32), ("lpips", "dist")):
+    results = {}
+    for autocast in (None, "bf16"):
+        tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=0, autocast=autocast, progress=False)
+        inverter = WInverter(steps=6, lr=0.1, autocast=autocast, progress=False)
+        results[autocast] = (tuner.tune_batch(G, targets, pivots, lpips),
+                             [tuner.tune(G, targets[0], pivots[0], lpips)],
+                             inverter.invert_batch(inversion_G, inversion_images[:2]))
+    for low, high, key in zip(results["bf16"], results[None], ("lpips", "lpips", "dist")):
         for a, b in zip(low, high):
             assert len(a.losses) == len(b.losses) == 6
             assert all(math.isfinite(value) for step in a.losses for value in step.values())
             assert a.losses[-1][key] == pytest.approx(b.losses[-1][key], rel=0.05, abs=0.01), key
+            assert a.losses[0][key] != b.losses[0][key], key  # bf16 really ran: its rounding shows
+
+
+def test_an_unknown_autocast_is_a_one_line_error():
+    for build in (WInverter, PivotalTuner):
+        with pytest.raises(BadInputError, match=r"autocast='fp16': expected null \(float32\) or one of bf16$"):
+            build(autocast="fp16")
 
 
 # -- the driver ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [  # lowest first; a module may import its own layer and those below
-    {"errors", "atomic", "runtime", "safe_pickle", "imaging", "weights", "steps", "stacked", "batch_memory", "config",
+    {"errors", "atomic", "runtime", "precision", "safe_pickle", "imaging", "weights", "steps", "stacked", "batch_memory", "config",
      "extras", "run_record"},
     {"models"},
     {"synthfaces"},

@@ -44,6 +44,7 @@ from pti_lab.imaging import check_images, describe
 from pti_lab.inversion.w_stats import OFFICIAL_SEED, PTI_SAMPLES, cached_w_stats
 from pti_lab.models.lpips import ProjectorDistance
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.precision import autocast_context, check_autocast
 from pti_lab.stacked import StackedAdam, accepted
 from pti_lab.steps import StepCallback
 
@@ -113,6 +114,7 @@ class WInverter:
         w_stats_disk_cache: bool = True,      # keep W statistics in <cache_dir>/w_stats across runs
         weights_path: Optional[str] = None,   # VGG16 backbone file for the distance; None: search
         heads_path: Optional[str] = None,     # LPIPS v0.1 VGG heads file; None: search
+        autocast: Optional[str] = None,       # None: float32; 'bf16': forward passes in bfloat16 (pti_lab/precision.py)
         progress: bool = True,                # progress bar over the steps (only on a terminal)
     ):
         where = type(self).__name__
@@ -128,8 +130,9 @@ class WInverter:
         self.noise_ramp, self.initial_noise_factor = noise_ramp, initial_noise_factor
         self.noise_reg_weight = noise_reg_weight
         self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache = w_avg_samples, w_stats_seed, w_stats_disk_cache
+        check_autocast(autocast, where)
         self.weights_path, self.heads_path = weights_path, heads_path
-        self.progress = progress
+        self.autocast, self.progress = autocast, progress
         self._distance: Optional[ProjectorDistance] = None
 
     def projector_distance(self, device: torch.device) -> ProjectorDistance:
@@ -198,11 +201,12 @@ class WInverter:
             params = adam[0]
             ws = (params["w"] + w_noise * w_noise_scale).expand(-1, G.num_ws, -1)  # [K, num_ws, w_dim]
             maps = {name: params[name] for name in noise_shapes}
-            # Unfused modulation: with G's weights frozen, the backward pass then needs one convolution per
-            # layer (the input gradient) instead of two (input and per-sample weight); same image.
-            synth = torch.func.functional_call(G.synthesis, {**weights, **maps}, (ws,),
-                                               {"noise_mode": "const", "fused_modconv": False})
-            dist = distance.distance(distance.feature_maps_unchecked(synth), target_features)  # [K]
+            with autocast_context(self.autocast, device):
+                # Unfused modulation: with G's weights frozen, the backward pass then needs one convolution
+                # per layer (the input gradient) instead of two (input and per-sample weight); same image.
+                synth = torch.func.functional_call(G.synthesis, {**weights, **maps}, (ws,),
+                                                   {"noise_mode": "const", "fused_modconv": False})
+                dist = distance.distance(distance.feature_maps_unchecked(synth), target_features).float()  # [K]
             reg = noise_regularization(maps.values()).expand_as(dist)  # [K]
             loss = dist + self.noise_reg_weight * reg  # [K]
 

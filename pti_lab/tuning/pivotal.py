@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pti_lab.errors import BadInputError, NonFiniteLossError, PTILabError
 from pti_lab.imaging import check_images
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.precision import autocast_context, check_autocast
 from pti_lab.stacked import StackedAdam, accepted, adam
 from pti_lab.steps import StepCallback
 from pti_lab.tuning.locality_regularizer import LocalityRegularizer
@@ -58,12 +59,14 @@ class PivotalTuner:
         noise_mode: str = "const",        # generator noise while tuning
         params: str = r"^synthesis\.",    # regex over parameter names: which parameters are tuned
         seed: int = 0,                    # seed of the locality regulariser's samples
+        autocast: Optional[str] = None,   # None: float32; 'bf16': forward passes in bfloat16 (pti_lab/precision.py)
         progress: bool = True,            # show a progress bar
     ):
         self.steps, self.lr = steps, lr
         self.lpips_weight, self.l2_weight, self.lpips_threshold = lpips_weight, l2_weight, lpips_threshold
         self.noise_mode, self.params = noise_mode, params
-        self.seed, self.progress = seed, progress
+        check_autocast(autocast, type(self).__name__)
+        self.seed, self.autocast, self.progress = seed, autocast, progress
 
     def trainable(self, G: Generator) -> list[str]:
         """Names of the parameters of G that are tuned."""
@@ -108,8 +111,9 @@ class PivotalTuner:
         lpips_to_targets = perceptual_distance(perceptual, targets)
         bar = tqdm(range(self.steps), desc=type(self).__name__, disable=not self.progress, leave=False)
         for step in bar:
-            images = tuned.synthesis(self.render_latents(latents, G), noise_mode=self.noise_mode)
-            lpips = lpips_to_targets(images)  # per image
+            with autocast_context(self.autocast, targets.device):
+                images = tuned.synthesis(self.render_latents(latents, G), noise_mode=self.noise_mode)
+                lpips = lpips_to_targets(images).float()  # per image
             mse = F.mse_loss(images, targets, reduction="none").flatten(1).mean(1)  # per image
             if threshold > 0 and bool((lpips <= threshold).all()):
                 stopped_early = True
@@ -123,8 +127,9 @@ class PivotalTuner:
             loss = per_image.mean()
             record = {"loss": loss.item(), "lpips": lpips.mean().item(), "mse": mse.mean().item()}
             if regularizer is not None and regularizer.applies(step):
-                locality, parts = regularizer.loss(G, tuned, self.render_latents(latents, G), perceptual, rng)
-                loss = loss + locality
+                with autocast_context(self.autocast, targets.device):
+                    locality, parts = regularizer.loss(G, tuned, self.render_latents(latents, G), perceptual, rng)
+                loss = loss + locality.float()
                 record.update(parts, loss=loss.item())
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"{type(self).__name__}: loss is {loss.item()} at step {step}")
@@ -218,8 +223,9 @@ class PivotalTuner:
         for step in bar:
             latents = optimizer[1]["latent"] if extra_groups else start_latents
             ws = self.render_latents(latents, G)  # [K, num_ws, w_dim]
-            images = render(ws[:, None], self.noise_mode)[:, 0]  # [K, C, R, R]
-            lpips = lpips_to_targets(images)  # [K]
+            with autocast_context(self.autocast, target_batch.device):
+                images = render(ws[:, None], self.noise_mode)[:, 0]  # [K, C, R, R]
+                lpips = lpips_to_targets(images).float()  # [K]
             mse = (images - target_batch).square().flatten(1).mean(1)  # [K]
             done = [row for row, value in enumerate(lpips.tolist()) if threshold > 0 and value <= threshold]
             stopped.update(live[row] for row in done)
@@ -228,9 +234,11 @@ class PivotalTuner:
             if regularizer is not None and regularizer.applies(step):
                 # A row that stops now draws nothing from its own stream (as alone); its term is not used.
                 streams = [rng if row not in done else torch.Generator() for row, rng in enumerate(rngs)]
-                locality, parts["locality_lpips"], parts["locality_mse"] = regularizer.batch_loss(
-                    G, lambda w_r: render(w_r, regularizer.noise_mode), ws, perceptual, streams)
-                loss = loss + locality
+                with autocast_context(self.autocast, target_batch.device):
+                    locality, parts["locality_lpips"], parts["locality_mse"] = regularizer.batch_loss(
+                        G, lambda w_r: render(w_r, regularizer.noise_mode), ws, perceptual, streams)
+                parts = {name: part.float() for name, part in parts.items()}
+                loss = loss + locality.float()
             values = torch.stack([loss, lpips, mse, *parts.values()], 1).tolist()
             failed = []
             for row, (value, lpips_value, mse_value, *part_values) in enumerate(values):

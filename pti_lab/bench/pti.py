@@ -1,12 +1,13 @@
 """Batched PTI throughput: images per second of each configuration, measured side by side in one run.
 
-    python -m pti_lab.bench.pti [--batch 1,4,8] [--processes 1,2] [--autocast fp32,bf16,bf16-inv] [--images 8]
-        [--inversion-steps 450] [--tuning-steps 350] [--generator FILE | ffhq1024 | small64]
+    python -m pti_lab.bench.pti [--batch 1,4,8] [--processes 1,2] [--autocast fp32,bf16,bf16-inv]
+        [--images 8] [--inversion-steps 450] [--tuning-steps 350] [--generator FILE | ffhq1024 | small64]
         [--device cpu|cuda] [--threads 2] [--tf32]
 
 A configuration is a batch size K, a number of processes P and a precision. The baseline comes first
 and is always measured: the one-image path (invert, tune) in one process with all threads, in
-float32. Then every K of --batch, P of --processes and precision of --autocast (default fp32). Each inverts (W projector) and tunes (pivotal tuning, no early stop: the worst case) the same
+float32. Then every K of --batch, P of --processes and precision of --autocast (default fp32).
+Each inverts (W projector) and tunes (pivotal tuning, no early stop: the worst case) the same
 images, the first --images faces of the synthfaces out-of-domain test set at the generator's
 resolution. K = 1 is the one-image path; K > 1 the batched one (invert_batch, tune_batch), as
 `batch_size=K` runs them. Precisions (pti_lab/precision.py): fp32; bf16, `inverter.autocast=bf16
@@ -16,8 +17,8 @@ float32).
 The one-process configurations take turns group by group, each one's groups spread over the whole run
 (K=1's eight images around K=8's one batch), so that other load on a shared machine slows them alike.
 --processes P > 1 (CPU): the images split into P equal shares, each run in its own process with
-threads // P torch threads, in groups of K (at most its share), side by side: what a sweep over data shards does
-(`python run.py -m data.shard=0,1 data.shards=2 hydra/launcher=joblib batch_size=4`). On a few cores
+threads // P torch threads, in groups of K (at most its share), side by side: what a sweep over
+data shards does (`python run.py -m data.shard=0,1 data.shards=2 hydra/launcher=joblib batch_size=4`). On a few cores
 small convolutions keep one thread busier than two, so P processes of one thread beat one process of
 P threads. Each configuration with P > 1 runs on its own after the one-process turns, timed from the
 moment every process has loaded its models and images to the moment the last one finishes.
@@ -37,6 +38,7 @@ random weights in an official architecture: `ffhq1024`, the FFHQ 1024 px configu
 512-d z and w, 8 mapping layers, channel_base 32768, channel_max 512), for runs on a GPU; `small64`,
 a 64 px network of 0.93 M parameters (256-d z and w, channel_base 1024, channel_max 64, conv_clamp 256).
 """
+
 import argparse
 import multiprocessing
 import sys
@@ -189,7 +191,8 @@ def run_processes(args: argparse.Namespace, config: tuple, threads: int) -> tupl
     errors = [outcome["error"] for outcome in outcomes if "error" in outcome]
     if errors:
         sys.exit(f"error: a process of --processes {P} failed:\n{errors[0]}")
-    reached = {stage: [v for outcome in outcomes for v in outcome["reached"][stage]] for stage in ("inversion", "tuning")}
+    reached = {stage: [value for outcome in outcomes for value in outcome["reached"][stage]]
+               for stage in ("inversion", "tuning")}
     return wall, sum(outcome["cpu"] for outcome in outcomes), reached
 
 

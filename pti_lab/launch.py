@@ -120,7 +120,7 @@ class ThreadsPerJob(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         threads, why = threads_for_job(config)
         os.environ[THREADS_VAR] = str(threads)
-        if why.startswith(THREADS_VAR):  # the user's: a run.py this job starts keeps it per job
+        if user_threads()[0] is not None:  # the user's: a run.py this job starts keeps it per job
             os.environ.pop(JOB_THREADS_VAR, None)
         else:
             os.environ[JOB_THREADS_VAR] = str(threads)

@@ -8,6 +8,7 @@ emulates bf16, slower than float32, and a warning says so. Results differ from f
 rounding; `python -m pti_lab.bench.pti --autocast bf16` measures both the time and the LPIPS reached.
 """
 
+import functools
 import warnings
 from contextlib import nullcontext
 from typing import ContextManager, Optional
@@ -26,11 +27,21 @@ def check_autocast(autocast: Optional[str], where: str) -> None:
                             f"{', '.join(AUTOCAST_DTYPES)}")
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` multiplies bf16 in hardware (so that bf16 autocast is faster than float32)."""
-    if device.type == "cuda":
+@functools.lru_cache(maxsize=None)  # asked at every step; the hardware does not change
+def native_bf16(device_type: str) -> bool:
+    """Whether devices of this type ('cpu', 'cuda') multiply bf16 in hardware (so that bf16 autocast
+    is faster than float32); a warning once per process when they do not."""
+    native = _native_bf16(device_type)
+    if not native:
+        warnings.warn(f"autocast=bf16 on {device_type}: this device has no native bf16 arithmetic, so it is "
+                      f"emulated and slower than float32; leave autocast unset here")
+    return native
+
+
+def _native_bf16(device_type: str) -> bool:
+    if device_type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":  # private helpers of torch.cpu; if a release drops them, assume emulation
+    if device_type == "cpu":  # private helpers of torch.cpu; if a release drops them, assume emulation
         checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(check is not None and check() for check in checks)
     return True
@@ -40,7 +51,5 @@ def autocast_context(autocast: Optional[str], device: torch.device) -> ContextMa
     """The context a step's forward pass runs in: torch.autocast for `autocast`, or nothing (float32)."""
     if autocast is None:
         return nullcontext()
-    if not native_bf16(device):
-        warnings.warn(f"autocast={autocast} on {device.type}: this device has no native bf16 arithmetic, "
-                      f"so it is emulated and slower than float32; leave autocast unset here")
+    native_bf16(device.type)  # warns when emulated
     return torch.autocast(device.type, AUTOCAST_DTYPES[autocast])

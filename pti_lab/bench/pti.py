@@ -120,15 +120,14 @@ def run_group(G, group, inverter, tuner, lpips) -> tuple[list, list]:
 
 
 @torch.no_grad()
-def reached_lpips(G, group, inversions, tunings, lpips) -> dict[str, list[float]]:
-    """Final LPIPS(alex) of each image's inversion and tuned generator, renders clamped to [-1, 1]."""
-    reached = {"inversion": [], "tuning": []}
+def add_reached_lpips(reached: dict[str, list[float]], G, group, inversions, tunings, lpips) -> None:
+    """Append the final LPIPS(alex) of each image's inversion and tuned generator (renders clamped to
+    [-1, 1]) to reached['inversion'] and reached['tuning']."""
     for target, inversion, tuning in zip(group, inversions, tunings):
         for stage, generator, latent in (("inversion", G, inversion.pivot),
                                          ("tuning", tuning.generator, tuning.pivots)):
             image = generator.synthesis(latent, noise_mode="const").clamp(-1, 1)
             reached[stage].append(lpips(image, target).item())
-    return reached
 
 
 def setup(args: argparse.Namespace) -> tuple[Generator, LPIPS, list[torch.Tensor]]:
@@ -159,9 +158,7 @@ def share_worker(args: argparse.Namespace, config: tuple, share: list[int], thre
         reached = {"inversion": [], "tuning": []}
         for i in range(0, len(mine), K):
             group = mine[i:i + K]
-            inversions, tunings = run_group(G, group, inverter, tuner, lpips)
-            for stage, values in reached_lpips(G, group, inversions, tunings, lpips).items():
-                reached[stage] += values
+            add_reached_lpips(reached, G, group, *run_group(G, group, inverter, tuner, lpips), lpips)
         results.put({"cpu": time.process_time() - cpu_start, "reached": reached})
     except BaseException:  # the parent prints it and stops
         results.put({"error": traceback.format_exc()})
@@ -280,8 +277,7 @@ def main() -> None:
             peak[config] = max(peak[config], torch.cuda.max_memory_allocated(device) // len(group))
         wall[config] += time.perf_counter() - wall_start
         cpu[config] += time.process_time() - cpu_start
-        for stage, values in reached_lpips(G, group, inversions, tunings, lpips).items():
-            reached[config][stage] += values
+        add_reached_lpips(reached[config], G, group, inversions, tunings, lpips)
         print(f"  {name(config)}: group {turn + 1}/{len(groups[config])} done "
               f"({time.perf_counter() - wall_start:.1f} s)", flush=True)
     for config in configs:

@@ -141,6 +141,7 @@ class Driver:
                 group = self.unfinished(group, progress)
                 if not group:
                     continue
+            self.recorder.start_group(self.device)  # rows of this group carry its peak memory
             start = time.perf_counter()
             tuned = self.process(group)
             if self.mode == "multi" and tuned is not None:

@@ -27,3 +27,15 @@ def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 
         return False
     return all(mallopt(param, value) == 1 for param, value in (
         (_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold), (_M_TOP_PAD, 16 << 20)))
+
+
+def return_freed_memory() -> bool:
+    """Give the freed memory that keep_freed_memory keeps mapped back to the kernel now (glibc
+    malloc_trim), so that the resident size is again what the process holds. Returns False, doing
+    nothing, where the C library has no malloc_trim (not glibc)."""
+    libc_name = ctypes.util.find_library("c")
+    malloc_trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None) if libc_name else None
+    if malloc_trim is None:
+        return False
+    malloc_trim(0)
+    return True

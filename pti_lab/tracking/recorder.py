@@ -11,6 +11,7 @@ import torch
 
 from pti_lab.errors import DiskFullError
 from pti_lab.steps import StepCallback
+from pti_lab.tracking.memory import PeakMemory, peak_memory_summary
 from pti_lab.tracking.store import RunStore, save_png
 from pti_lab.tracking.wandb_logger import NullLogger
 
@@ -25,6 +26,7 @@ class Recorder:
     ):
         self.store = store
         self.logger = logger or NullLogger()
+        self.memory: Optional[PeakMemory] = None  # the peak memory of the group of images being processed
 
     def start(self, config: dict, name: str, group: Optional[str], tags: list[str], job_type: str) -> None:
         self.logger.start(config=config, run_dir=str(self.store.run_dir), name=name, group=group, tags=tags,
@@ -36,9 +38,29 @@ class Recorder:
             self.logger.log_step(image, stage, step, losses, renders)
         return report
 
+    def start_group(self, device: torch.device) -> None:
+        """A group of images starts on `device`: every row recorded until the next group carries the
+        peak memory from now (`peak_memory_mb`; pti_lab/tracking/memory.py says what it includes)."""
+        if self.memory is None:
+            self.memory = PeakMemory(device)
+        self.memory.start()
+
+    def with_peak_memory(self, row: dict) -> dict:
+        """The row with its group's peak memory so far; an inversion taken from the pivot cache did not
+        run here, so its memory is unknown (None with a reason)."""
+        if self.memory is None or "peak_memory_mb" in row:
+            return row
+        if row.get("reused"):
+            reasons = {**row.get("reasons", {}), "peak_memory_mb": "inversion taken from the pivot cache: its memory "
+                                                                    "was not measured"}
+            return {**row, "peak_memory_mb": None, "reasons": reasons}
+        return {**row, "peak_memory_mb": self.memory.peak_mb()}
+
     def result(self, row: dict, pictures: dict[str, torch.Tensor], save: bool = True) -> None:
         """One results row and its pictures ([1, C, R, R] in [-1, 1]); with `save`, each picture is
-        written first as images/<image>/<key>.png, so that a row on disk means its pictures are too."""
+        written first as images/<image>/<key>.png, so that a row on disk means its pictures are too.
+        Rows of a group (start_group) get its peak memory."""
+        row = self.with_peak_memory(row)
         if save:
             for key, picture in pictures.items():
                 self.store.save_png(row["image"], f"{key}.png", picture)
@@ -64,7 +86,9 @@ class Recorder:
         self.store.record_failure(image, reason)
 
     def summary(self, choices: dict, extra: dict) -> dict:
-        summary = self.store.write_summary(choices, extra)
+        """Write summary.json: the store's means, `extra`, and the peak memory per image (`peak_memory`)."""
+        peak = peak_memory_summary(self.store.results(), self.memory.measure if self.memory else None)
+        summary = self.store.write_summary(choices, {**extra, **({"peak_memory": peak} if peak else {})})
         self.logger.log_summary(summary)
         return summary
 

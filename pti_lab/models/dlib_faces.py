@@ -43,6 +43,7 @@ class DetectedFace:
     scale: float  # image pixels per input pixel (1.0 when not upscaled)
     shape: object  # dlib.full_object_detection: 68 landmarks in `image` pixels
     score: float  # HOG detection score (higher = more confident)
+    box: tuple  # detection box (left, top, right, bottom) in input-image pixels
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -78,6 +79,12 @@ class FaceLandmarker:
 
     def detect(self, rgb: np.ndarray) -> Optional[DetectedFace]:
         """Return the highest-scoring face in an [H, W, 3] uint8 RGB array, or None."""
+        faces = self.detect_all(rgb)
+        return faces[0] if faces else None
+
+    def detect_all(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """Every face in an [H, W, 3] uint8 RGB array (detections scoring above 0, dlib's
+        threshold) with its landmarks, the highest-scoring first."""
         assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8, rgb.shape  # [HWC]
         scale = max(1.0, self.min_detect_side / min(rgb.shape[:2]))
         if scale > 1.0:
@@ -86,12 +93,13 @@ class FaceLandmarker:
         search_scale = min(1.0, self.max_detect_side / max(rgb.shape[:2]))
         search_rgb = resize_rgb(rgb, search_scale) if search_scale < 1.0 else rgb
         rects, scores, _ = self.detector.run(search_rgb, self.upsample, 0.0)
-        if len(rects) == 0:
-            return None
-        best = rects[int(np.argmax(scores))]
-        bounds = (round(v / search_scale) for v in (best.left(), best.top(), best.right(), best.bottom()))
-        box = self.dlib.rectangle(*bounds)
-        return DetectedFace(rgb, scale, self.predictor(rgb, box), float(max(scores)))
+        faces = []
+        for index in np.argsort(scores)[::-1]:
+            rect = rects[int(index)]
+            bounds = tuple(round(v / search_scale) for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+            shape = self.predictor(rgb, self.dlib.rectangle(*bounds))
+            faces.append(DetectedFace(rgb, scale, shape, float(scores[index]), tuple(v / scale for v in bounds)))
+        return faces
 
 
 def resize_rgb(rgb: np.ndarray, scale: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Write network pickles with the structure of official stylegan2-ada-pytorch pickles.
+"""Write network pickles with the structure of official stylegan2-ada-pytorch / stylegan3 pickles.
 
 The official code pickles each network through `torch_utils.persistence._reconstruct_persistent_obj
 (meta)`, where meta holds the class name, the full source of the defining module and the object's
@@ -12,6 +12,7 @@ import sys
 import types
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 BENIGN_SOURCE = '''"""Network architectures from the paper "Analyzing and Improving the Image Quality of StyleGAN"."""
@@ -36,6 +37,32 @@ class Generator(torch.nn.Module):
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, **synthesis_kwargs):
         return None
 '''
+
+
+STYLEGAN3_SOURCE = '''"""Generator architecture from the paper "Alias-Free Generative Adversarial Networks"."""
+
+import numpy as np
+import scipy.signal
+import torch
+from torch_utils import misc
+from torch_utils import persistence
+from torch_utils.ops import filtered_lrelu
+
+@persistence.persistent_class
+class SynthesisInput(torch.nn.Module):
+    def __init__(self, w_dim, channels, size, sampling_rate, bandwidth):
+        super().__init__()
+        self.w_dim = w_dim
+
+@persistence.persistent_class
+class Generator(torch.nn.Module):
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, **synthesis_kwargs):
+        super().__init__()
+        self.z_dim = z_dim
+'''
+
+# Plain attribute types an official module's __dict__ holds besides tensors and children.
+_PLAIN = (bool, int, float, str, list, tuple, np.ndarray, np.generic, type(None))
 
 
 def _reconstruct_persistent_obj(meta):  # stands in for the official function while writing
@@ -76,7 +103,9 @@ class PersistentObject:
 
 
 def persistent_tree(module: torch.nn.Module, init_kwargs: dict | None = None,
-                    module_src: str = BENIGN_SOURCE) -> PersistentObject:
+                    module_src: str = BENIGN_SOURCE, attributes: bool = False) -> PersistentObject:
+    """module as an official persistent object; attributes: also its plain attributes (sizes,
+    padding, ...), as official objects store their whole __dict__."""
     state = {
         "training": module.training,
         "_parameters": collections.OrderedDict((k, v) for k, v in module._parameters.items()),
@@ -85,11 +114,14 @@ def persistent_tree(module: torch.nn.Module, init_kwargs: dict | None = None,
         "_backward_hooks": collections.OrderedDict(),
         "_forward_hooks": collections.OrderedDict(),
         "_modules": collections.OrderedDict(
-            (name, persistent_tree(child, module_src=module_src))
+            (name, persistent_tree(child, module_src=module_src, attributes=attributes))
             for name, child in module._modules.items()),
         "_init_args": (),
         "_init_kwargs": EasyDict(init_kwargs or {}),
     }
+    if attributes:
+        state.update({name: value for name, value in vars(module).items()
+                      if not name.startswith("_") and name != "training" and isinstance(value, _PLAIN)})
     return PersistentObject(type(module).__name__, state, module_src)  # bare names, as the official code
 
 
@@ -102,15 +134,29 @@ def official_init_kwargs(G) -> dict:
                     img_channels=kwargs["img_channels"])
 
 
+def stylegan3_init_kwargs(G) -> dict:
+    """A StyleGAN3 generator's init kwargs as the official training loop records them (flat
+    synthesis options, EasyDicts)."""
+    kwargs = G.init_kwargs
+    return EasyDict(z_dim=kwargs["z_dim"], w_dim=kwargs["w_dim"], mapping_kwargs=EasyDict(kwargs["mapping_kwargs"]),
+                    **kwargs["synthesis_kwargs"], c_dim=kwargs["c_dim"], img_resolution=kwargs["img_resolution"],
+                    img_channels=kwargs["img_channels"])
+
+
 def dumps_network_pickle(G, module_src: str = BENIGN_SOURCE, extra: dict | None = None,
                          extra_synthesis_child: str | None = None) -> bytes:
     """Bytes of a network pickle {G, D, G_ema, training_set_kwargs, augment_pipe} holding G.
 
-    extra_synthesis_child: class name of an extra record under G.synthesis (e.g. StyleGAN3's
-    'SynthesisInput').
+    A StyleGAN3 G is written as networks_stylegan3 objects are (flat options, plain attributes,
+    STYLEGAN3_SOURCE unless module_src is given). extra_synthesis_child: class name of an extra
+    record under G.synthesis.
     """
+    stylegan3 = G.init_kwargs.get("network") == "stylegan3"
+    if stylegan3 and module_src is BENIGN_SOURCE:
+        module_src = STYLEGAN3_SOURCE
     with _official_module_names():
-        g_ema = persistent_tree(G, official_init_kwargs(G), module_src)
+        init_kwargs = stylegan3_init_kwargs(G) if stylegan3 else official_init_kwargs(G)
+        g_ema = persistent_tree(G, init_kwargs, module_src, attributes=stylegan3)
         if extra_synthesis_child:
             synthesis = g_ema.meta["state"]["_modules"]["synthesis"]
             synthesis.meta["state"]["_modules"]["input"] = PersistentObject(extra_synthesis_child, {}, module_src)

@@ -70,13 +70,15 @@ def test_stylegan3_repo_stylegan2_network_loads(G, tmp_path):
 
 
 @pytest.mark.parametrize("marker_kind", ["input_layer", "source"])
-def test_stylegan3_is_refused(G, tmp_path, marker_kind):
+def test_stylegan2_settings_in_a_stylegan3_network_are_refused(G, tmp_path, marker_kind):
+    # StyleGAN3 pickles load (tests/test_stylegan3.py); a network marked as StyleGAN3 (its input
+    # layer, or the filtered_lrelu op in its source) is read as one, and StyleGAN2 settings do not fit.
     path = tmp_path / "sg3.pkl"
     if marker_kind == "input_layer":
         path.write_bytes(dumps_network_pickle(G, extra_synthesis_child="SynthesisInput"))
     else:
         path.write_bytes(dumps_network_pickle(G, module_src=BENIGN_SOURCE + "from torch_utils.ops import filtered_lrelu\n"))
-    with pytest.raises(CheckpointError, match="sg3.pkl: StyleGAN3 is not supported yet"):
+    with pytest.raises(CheckpointError, match="sg3.pkl: unsupported StyleGAN3 synthesis option synthesis_kwargs="):
         load_generator(path)
 
 

@@ -4,7 +4,8 @@ One entry point, `load_generator(path_or_url)`, reads:
   * official stylegan2-ada-pytorch / stylegan3 network pickles (`G_ema`): the stock loader `exec`s
     the network source embedded in the pickle; we read the pickle with an allow-listing unpickler
     that turns each persistent object into a plain `PersistentRecord` (class name, init kwargs,
-    tensors), statically vets the embedded source without running it, and builds our own module;
+    tensors), statically vets the embedded source without running it, and builds our own module
+    (StyleGAN2, or StyleGAN3 configs T/R, whose stored layer geometry must match the rebuilt one);
   * rosinality stylegan2-pytorch checkpoints (`g_ema` state dict + `latent_avg`), mapped by name;
   * pti-lab's own format written by `save_generator` (constructor arguments + state dict),
     read with `torch.load(weights_only=True)`.
@@ -25,11 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from pti_lab.atomic import save_torch
 from pti_lab.errors import CheckpointError
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.models.stylegan3 import NETWORK as STYLEGAN3
+from pti_lab.models.stylegan3 import Generator as StyleGAN3Generator
 from pti_lab.safe_pickle import DATA_GLOBALS, SafeUnpickler
 from pti_lab.weights import cache_dir, download, is_url
 
@@ -231,6 +235,54 @@ def generator_kwargs_from_record(record: PersistentRecord, source: str) -> dict:
     return dict(core, mapping_kwargs=mapping, synthesis_kwargs=synthesis)
 
 
+_SG3_POSITIONAL = _GENERATOR_POSITIONAL[:6]  # then the synthesis options, flat
+_SG3_MAPPING_OPTIONS = {"num_layers", "lr_multiplier", "w_avg_beta"}
+_SG3_SYNTHESIS_OPTIONS = {"channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff",
+                          "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res",
+                          "conv_kernel", "filter_size", "lrelu_upsampling", "use_radial_filters", "conv_clamp",
+                          "magnitude_ema_beta"}
+
+
+def stylegan3_kwargs_from_record(record: PersistentRecord, source: str) -> dict:
+    """Our StyleGAN3 Generator's constructor arguments from an official networks_stylegan3 Generator's."""
+    kwargs = dict(zip(_SG3_POSITIONAL, record.init_args))
+    kwargs.update(record.init_kwargs)
+    mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
+    core = {k: kwargs.pop(k) for k in _SG3_POSITIONAL[:5] if k in kwargs}
+    missing = [k for k in _SG3_POSITIONAL[:5] if k not in core]
+    if missing:
+        raise CheckpointError(f"{source}: generator record lacks constructor argument {missing[0]!r}")
+    for options, allowed, what in ((mapping, _SG3_MAPPING_OPTIONS, "mapping"), (kwargs, _SG3_SYNTHESIS_OPTIONS, "synthesis")):
+        unknown = [key for key in options if key not in allowed]
+        if unknown:
+            raise CheckpointError(f"{source}: unsupported StyleGAN3 {what} option {unknown[0]}={options[unknown[0]]!r}")
+    return dict(core, mapping_kwargs=mapping, synthesis_kwargs=kwargs, network=STYLEGAN3)
+
+
+# Plain attributes an official StyleGAN3 module stores that decide its computation; the network built
+# from the settings must have the same ones (sizes, padding and resampling factors of each layer).
+_SG3_CHECKED_ATTRIBUTES = ("num_ws", "output_scale", "size", "sampling_rate", "bandwidth", "in_size", "out_size",
+                           "up_factor", "down_factor", "padding", "conv_kernel", "conv_clamp", "is_torgb")
+
+
+def check_recorded_attributes(record: PersistentRecord, module: torch.nn.Module, source: str, prefix: str = "") -> None:
+    """Refuse a file whose stored layer geometry differs from that of the network built from its settings."""
+    for name in _SG3_CHECKED_ATTRIBUTES:
+        if name not in record.state or not hasattr(module, name):
+            continue
+        stored, ours = record.state[name], getattr(module, name)
+        same = (stored is None and ours is None) or (
+            stored is not None and ours is not None
+            and np.asarray(stored, dtype=np.float64).shape == np.asarray(ours, dtype=np.float64).shape
+            and np.allclose(np.asarray(stored, dtype=np.float64), np.asarray(ours, dtype=np.float64), rtol=1e-9, atol=0))
+        if not same:
+            raise CheckpointError(f"{source}: {prefix}{name} is {stored!r} in the file but {ours!r} in the network "
+                                  "built from its settings")
+    for name, child in (record.state.get("_modules") or {}).items():
+        if isinstance(child, PersistentRecord) and isinstance(getattr(module, name, None), torch.nn.Module):
+            check_recorded_attributes(child, getattr(module, name), source, f"{prefix}{name}.")
+
+
 def read_official_pickle(data: bytes, source: str) -> PersistentRecord:
     """The generator record (G_ema, else G) of an official network pickle."""
     try:
@@ -258,9 +310,6 @@ def read_official_pickle(data: bytes, source: str) -> PersistentRecord:
         raise CheckpointError(f"{source}: pickle holds no official generator (found {keys})")
     if generator.class_name.rpartition(".")[2] != "Generator":
         raise CheckpointError(f"{source}: expected a Generator, found {generator.class_name}")
-    if is_stylegan3(generator):
-        raise CheckpointError(f"{source}: StyleGAN3 is not supported yet (this pickle holds an alias-free "
-                              "StyleGAN3 generator; StyleGAN2 pickles of the stylegan3 repo do load)")
     return generator
 
 
@@ -357,14 +406,22 @@ def read_rosinality(ckpt: dict, source: str) -> tuple[dict, dict]:
 # ----------------------------------------------------------------------------------------------
 # Building, loading, saving.
 
+def new_generator(kwargs: dict) -> Generator | StyleGAN3Generator:
+    """A generator with fresh weights from constructor arguments: StyleGAN3 when they say
+    network='stylegan3' (as a StyleGAN3 generator's init_kwargs do), StyleGAN2 otherwise."""
+    if kwargs.get("network") == STYLEGAN3:
+        return StyleGAN3Generator(**kwargs)
+    return Generator(**kwargs)
+
+
 def build_generator(kwargs: dict, tensors: dict[str, torch.Tensor], source: str,
-                    optional: tuple[str, ...] = ()) -> Generator:
+                    optional: tuple[str, ...] = ()) -> Generator | StyleGAN3Generator:
     """Construct our Generator and load tensors by name, checking every name and shape.
 
     optional: suffixes of buffers that may be absent (then the constructor's value is kept).
     """
     try:
-        G = Generator(**kwargs)
+        G = new_generator(kwargs)
     except (TypeError, AssertionError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{source}: cannot build a generator from {kwargs} ({exc})") from None
     expected = G.state_dict()
@@ -459,7 +516,7 @@ def local_checkpoint(path_or_url: str) -> Path:
                               f"download it elsewhere and place it at {cached}") from None
 
 
-def load_generator(path_or_url: str, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path_or_url: str, device: str | torch.device = "cpu") -> Generator | StyleGAN3Generator:
     """Load a generator from an official pickle, a rosinality checkpoint or pti-lab's own file.
 
     The returned module is in eval mode with requires_grad False on every parameter.
@@ -490,19 +547,23 @@ def load_generator(path_or_url: str, device: str | torch.device = "cpu") -> Gene
             keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
             raise CheckpointError(f"{source}: not a generator checkpoint (found {keys})")
     elif head[:1] == b"\x80":  # pickle protocol >= 2: official network pickle
-        G = build_generator(**_official_parts(path, source))
+        G = _load_official(path, source)
     else:
         raise CheckpointError(f"{source}: not a checkpoint (unrecognised file format, starts with {head!r})")
     return G.to(device)
 
 
-def _official_parts(path: Path, source: str) -> dict:
+def _load_official(path: Path, source: str) -> Generator | StyleGAN3Generator:
     record = read_official_pickle(path.read_bytes(), source)
     try:
         tensors = record_state_dict(record)
     except CheckpointError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    return dict(kwargs=generator_kwargs_from_record(record, source), tensors=tensors, source=source)
+    if not is_stylegan3(record):
+        return build_generator(generator_kwargs_from_record(record, source), tensors, source)
+    G = build_generator(stylegan3_kwargs_from_record(record, source), tensors, source)
+    check_recorded_attributes(record, G, source)
+    return G
 
 
 def save_generator(G: Generator, path: str | os.PathLike) -> Path:

@@ -90,10 +90,12 @@ def modulated_conv2d(
     up: int = 1,                         # 1 or 2; 2 = transposed conv followed by the FIR filter
     resample_filter: Optional[torch.Tensor] = None,  # 2-D FIR filter used when up > 1
     fused: Optional[bool] = None,        # one conv with per-sample weights (default: when cheaper, batch 1)
-    gain: float = 1.0,                   # output multiplier, folded into the weights
+    gain: float | torch.Tensor = 1.0,    # output multiplier (a number or a 0-d tensor), folded into the weights
     bias: Optional[torch.Tensor] = None,  # per-output-channel bias [O], added after the gain
+    padding: Optional[int] = None,       # zero padding of a stride-1 conv; None = k // 2 (same size)
 ) -> torch.Tensor:
-    """gain * (demodulated) conv(x, weight modulated by styles) + bias: [N, O, H*up, W*up].
+    """gain * (demodulated) conv(x, weight modulated by styles) + bias: [N, O, H*up, W*up]
+    (StyleGAN3 pads by k - 1 instead, which grows the image by k - 1 pixels).
 
     Folding the gain and the bias into the convolution saves full passes over the activations,
     which dominate the cost of a small generator on a CPU.
@@ -104,6 +106,7 @@ def modulated_conv2d(
 
     # Output scale per sample and channel. ||w_o * s||^2 = sum_i s_i^2 sum_k w_oik^2, so the
     # demodulation coefficients need no per-sample weight tensor.
+    padding = kh // 2 if padding is None else padding
     out_scale = None
     if demodulate:
         out_scale = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * gain  # [N, O]
@@ -123,7 +126,7 @@ def modulated_conv2d(
         x = x.reshape(1, N * I, H, W)
         if up == 1:
             conv_bias = bias.repeat(N) if bias is not None else None
-            x = F.conv2d(x, w.reshape(N * O, I, kh, kw), conv_bias, padding=kh // 2, groups=N)
+            x = F.conv2d(x, w.reshape(N * O, I, kh, kw), conv_bias, padding=padding, groups=N)
             bias = None
         else:  # transposed conv takes [in, out/groups, k, k] per group
             x = F.conv_transpose2d(x, w.transpose(1, 2).reshape(N * I, O, kh, kw), stride=up, groups=N)
@@ -132,7 +135,7 @@ def modulated_conv2d(
         x = x * styles.reshape(N, I, 1, 1)
         conv_bias = bias if out_scale is None else None  # a bias goes after the output scale
         if up == 1:
-            x = F.conv2d(x, weight, conv_bias, padding=kh // 2)
+            x = F.conv2d(x, weight, conv_bias, padding=padding)
         else:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), conv_bias, stride=up)
         if conv_bias is not None:

@@ -19,17 +19,23 @@ HEADROOM = 0.9  # plan with this share of the memory available at the start
 GiB = 2 ** 30
 
 
+def proc_bytes(path: str, field: str) -> Optional[int]:
+    """A size field of a /proc file ("MemAvailable" of /proc/meminfo, "VmHWM" of /proc/self/status) in
+    bytes; None where there is none."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024  # the kernel writes kB
+    except OSError:
+        pass
+    return None
+
+
 def available_bytes(device: torch.device) -> Optional[int]:
     """Memory free for new tensors now: the GPU's free memory, or the host's MemAvailable (None: unknown)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def peak_bytes(run: Callable[[], None], device: torch.device) -> int:

@@ -16,6 +16,13 @@ from tests.conftest import run_py
 from tests.test_wandb_logger import OfflineRun, wandb_env  # noqa: F401 (a fixture)
 
 SMOKE = ["inverter.steps=2", "tuner.steps=2", "logger=none", "preview.count=0", "device=cpu", "data.limit=1"]
+
+
+def smoke(images: int) -> list[str]:
+    """SMOKE on `images` images."""
+    return [*(o for o in SMOKE if not o.startswith("data.limit=")), f"data.limit={images}"]
+
+
 EXPERIMENTS = {  # experiment -> (jobs, files the report must hold)
     "table1": (14, ["table1.csv", "table1.md", "table1.tex"]),
     "table2": (6, ["table2.csv", "table2_edits.csv", "table2_equal_change.csv"]),
@@ -107,3 +114,27 @@ def test_paper_sweeps_get_the_papers_defaults_unless_the_command_line_sets_them(
     command = sweep_command("run.py", "table1", Path("out/table1"), ["+experiment=paper", "batch_size=1"],
                             ["hydra/launcher=basic"], defaults)
     assert command[4:] == ["batch_size=1", "hydra/launcher=basic"]  # Hydra would refuse a key given twice
+
+
+def test_benchmark_reports_ganinverters_table_of_every_method(tmp_path):
+    """+experiment=benchmark: the six methods on the same images, one row each in GANInverter's columns,
+    each number the mean over the job's per-image rows."""
+    sweep = tmp_path / "benchmark"
+    run_py("+experiment=benchmark", f"hydra.sweep.dir={sweep}", *smoke(2), timeout=300)
+    with open(sweep / "report" / "benchmark.csv") as file:
+        table = list(csv.DictReader(file))
+    assert [row["method"] for row in table] == ["W", "W+", "e4e", "pSp", "PTI", "PTI (e4e pivot)"]
+    assert list(table[0]) == ["method", "data", "mse", "lpips", "ms_ssim", "id_sim", "seconds", "peak_memory_mb", "n"]
+    for number, row in enumerate(table):
+        rows = [json.loads(line) for line in (sweep / str(number) / "results.jsonl").read_text().splitlines()]
+        final = [r for r in rows if r["stage"] == ("tuning" if "PTI" in row["method"] else "inversion")]
+        assert int(row["n"]) == len(final) == 2 and not any(r.get("reused") for r in rows)
+        for metric in ("mse", "lpips", "ms_ssim", "id_sim", "peak_memory_mb"):
+            assert float(row[metric]) == pytest.approx(sum(r[metric] for r in final) / 2, rel=1e-9), metric
+        seconds = [sum(r["seconds"] for r in rows if r["image"] == image) for image in {r["image"] for r in final}]
+        assert float(row["seconds"]) == pytest.approx(sum(seconds) / 2, rel=1e-9)
+        assert 50 < float(row["peak_memory_mb"]) < 64_000
+    markdown = (sweep / "report" / "benchmark.md").read_text()
+    assert "| method | data | MSE ↓ | LPIPS ↓ | MS-SSIM ↑ | ID ↑ | Time (s)/image ↓ | Memory (MiB)/image ↓ | n |" in markdown
+    assert "at 256×256" in markdown.splitlines()[0] and "peak resident memory" in markdown.splitlines()[0]
+    assert 'id="experiment-benchmark"' in (sweep / "report" / "report.html").read_text()

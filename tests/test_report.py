@@ -54,9 +54,10 @@ def reconstruction_rows(image: str, stage: str, lpips: float, id_sim: float, rng
 
 def write_job(sweep, number: int, *, choices: dict, report: dict, images: int, inversion_lpips: float,
               tuned_lpips=None, id_sim: float = 0.8, edit_identity=None, locality=None, finished: bool = True,
-              failed=None, mode: str = "single", limit=None):
+              failed=None, mode: str = "single", limit=None, eval_size=None):
     """One job folder as run.py writes it. tuned_lpips None: no tuning (W, W+); edit_identity: the
-    id_sim_target of the strongest edit (edits at +-1.5 and +-3 of smile and pose) when the run edits."""
+    id_sim_target of the strongest edit (edits at +-1.5 and +-3 of smile and pose) when the run edits;
+    eval_size None: a summary from before metrics.eval_size (measured at the generator's resolution)."""
     job = sweep / str(number)
     rng = random.Random(number)
     overrides = [f"+case={number}", *(f"{group}={option}" for group, option in choices.items())]
@@ -102,7 +103,8 @@ def write_job(sweep, number: int, *, choices: dict, report: dict, images: int, i
     if failed:
         write_json(job / "failed.json", [{"image": failed, "reason": "BadInputError: not an image"}])
     if finished:
-        extra = {"generator": {"resolution": TILE}, "report": report, "edits": edit_summary(rows)}
+        extra = {"generator": {"resolution": TILE}, "report": report, "edits": edit_summary(rows),
+                 **({"eval_size": eval_size} if eval_size else {})}
         if locality is not None:
             extra["locality"] = {"lpips": locality, "mse": locality / 10, "latents": 64}
         RunStore(job).write_summary(choices, extra)
@@ -265,6 +267,25 @@ def test_markdown_and_latex_show_mean_std_and_the_best_in_bold(report):
     assert rf"\textbf{{{float(best['lpips']):.4g}}} $\pm$ {float(best['lpips_std']):.2g}" in latex
     for needed in (r"\toprule", r"\midrule", r"\bottomrule", r"synthfaces\_ood"):
         assert needed in latex
+    # the sweep's summaries predate metrics.eval_size: measured at the generator's resolution
+    assert "MS-SSIM and LPIPS at 16×16 (native)" in markdown.splitlines()[0]
+    assert r"MS-SSIM and LPIPS at 16$\times$16 (native)" in latex
+
+
+def test_captions_say_the_size_each_run_was_measured_at(tmp_path):
+    """summary.json's eval_size; where runs differ, the caption names the runs at each size."""
+    for number, (method, size) in enumerate((("W", 256), ("PTI", 256))):
+        write_job(tmp_path, number, choices=base_choices(tuner="pivotal" if method == "PTI" else "none"),
+                  report={"experiment": "table1", "method": method}, images=2, inversion_lpips=0.3,
+                  tuned_lpips=0.1 if method == "PTI" else None, eval_size=size)
+    page = write_report(tmp_path)
+    assert "; MSE, PSNR, SSIM, MS-SSIM and LPIPS at 256×256;" in (page.parent / "table1.md").read_text()
+    write_job(tmp_path, 2, choices=base_choices(), report={"experiment": "table1", "method": "PTI old"}, images=2,
+              inversion_lpips=0.3, tuned_lpips=0.1)
+    page = write_report(tmp_path)
+    assert ("MSE, PSNR, SSIM, MS-SSIM and LPIPS at 256×256 (W, synthfaces_ood; PTI, synthfaces_ood); "
+            "16×16 (native) (PTI old, synthfaces_ood)") in (page.parent / "table1.md").read_text()
+    assert "16×16 (native) (PTI old, synthfaces_ood)" in page.read_text()  # report.html's caption
 
 
 def test_claims_pass_on_the_sweep_and_say_their_numbers(sweep):

@@ -1,7 +1,9 @@
 """data.shard=I data.shards=N: disjoint shards that cover a data set, stable when files are added,
 checked in one line; the merge of a sharded sweep lists missing and duplicated images."""
 
+import csv
 import json
+import statistics
 
 import PIL.Image
 import pytest
@@ -12,6 +14,8 @@ from pti_lab.errors import BadInputError
 from pti_lab.report.shards import merge_shards
 from pti_lab.report.sweep import read_sweep
 from pti_lab.tracking.store import RunStore
+from tests.conftest import run_py
+from tests.test_experiments import smoke
 
 
 def folder_of(path, names):
@@ -95,7 +99,7 @@ def test_merge_lists_missing_and_duplicated_images(tmp_path):
     # job 0 did its shard and, as a stray, one image of shard 1; job 1 failed one image and lacks another
     write_job(sweep, 0, 0, [(n, 0.2) for n in shard0] + [(shard1[0], 0.9)])
     write_job(sweep, 1, 1, [(n, 0.4) for n in shard1[:-2]] + [(shard1[0], 0.4)], failed=[shard1[-2]])
-    notes = merge_shards(read_sweep(sweep), tmp_path / "report")
+    _, notes = merge_shards(read_sweep(sweep), tmp_path / "report")
     merged = tmp_path / "report" / "shards" / "all"
     summary = json.loads((merged / "summary.json").read_text())
     assert summary["shards"]["missing_images"] == [shard1[-1]]
@@ -113,7 +117,30 @@ def test_merge_names_a_shard_without_a_job(tmp_path):
     sweep = tmp_path / "sweep"
     shard0 = SynthfacesTestSet(kind="ood", count=32, limit=12, shard=0, shards=2).names
     write_job(sweep, 0, 0, [(n, 0.2) for n in shard0])
-    notes = merge_shards(read_sweep(sweep), tmp_path / "report")
+    _, notes = merge_shards(read_sweep(sweep), tmp_path / "report")
     assert any("shard(s) 1 of 2 have no job" in note for note in notes)
     summary = json.loads((tmp_path / "report" / "shards" / "all" / "summary.json").read_text())
     assert summary["shards"]["missing_shards"] == [1] and len(summary["shards"]["missing_images"]) == 12 - len(shard0)
+
+
+def test_a_sharded_sweep_reports_one_row_per_method_over_all_images(tmp_path):
+    """`-m +method=w,pti data.shard=0,1,2 data.shards=3`: the report has one row per method whose n counts
+    every image of the three shards and whose numbers are the means over all of them (shards of 1, 2 and
+    2 images: a mean of the shards' means would differ), and no shard row."""
+    sweep = tmp_path / "sweep"
+    run_py("-m", "+method=w,pti", "data.shard=0,1,2", "data.shards=3", f"hydra.sweep.dir={sweep}", *smoke(5),
+           timeout=300)
+    table = list(csv.DictReader((sweep / "report" / "runs.csv").open()))
+    assert [(row["method"], row["n"]) for row in table] == [("W", "5"), ("PTI", "5")] and "setting" not in table[0]
+    for row, jobs in zip(table, ([0, 1, 2], [3, 4, 5])):
+        rows = [r for job in jobs for r in RunStore(sweep / str(job)).results()]
+        assert sorted(len({r["image"] for r in RunStore(sweep / str(job)).results()}) for job in jobs) == [1, 2, 2]
+        final = [r for r in rows if r["stage"] == ("tuning" if row["method"] == "PTI" else "inversion")]
+        assert len({r["image"] for r in final}) == len(final) == 5
+        for metric in ("mse", "lpips", "ms_ssim", "psnr", "id_sim"):
+            assert float(row[metric]) == pytest.approx(statistics.fmean(r[metric] for r in final), rel=1e-12), metric
+    markdown = (sweep / "report" / "runs.md").read_text()
+    assert len([line for line in markdown.splitlines() if line.startswith("| W") or line.startswith("| PTI")]) == 2
+    assert "at 256×256" in markdown.splitlines()[0]
+    page = (sweep / "report" / "report.html").read_text()
+    assert "PASS" in page or "FAIL" in page  # the claim on PTI's tuned LPIPS is checked on the merged run

@@ -33,7 +33,7 @@ def verdict(passed: list[bool], evidence: list[str], needs: str) -> tuple[str, s
 
 
 def name(run: RunNumbers) -> str:
-    return f"job {run.job.number} ({run.job.experiment}, {run.job.method}, {run.job.data})"
+    return f"{run.job.name} ({run.job.experiment}, {run.job.method}, {run.job.data})"
 
 
 def tuned_halves_inversion_lpips(runs: list[RunNumbers]) -> tuple[str, str]:

@@ -12,11 +12,13 @@ from typing import Optional
 import numpy as np
 
 from pti_lab.report.sweep import Job
+from pti_lab.tracking.memory import PEAK_MEMORY_KEY, image_peaks
 
 RECONSTRUCTION_METRICS = ("mse", "lpips", "ms_ssim", "psnr", "id_sim", "seconds")
 EDIT_METRICS = ("id_sim_target", "id_sim", "target_delta", "other_delta")
 DRIFT_METRICS = ("drift_lpips", "drift_mse")
-LOWER_IS_BETTER = frozenset({"mse", "lpips", "seconds", "other_delta", "drift_lpips", "drift_mse"})
+PEAK_MEMORY = PEAK_MEMORY_KEY      # per image: the largest of its rows' (pti_lab/tracking/memory.py)
+LOWER_IS_BETTER = frozenset({"mse", "lpips", "seconds", "other_delta", "drift_lpips", "drift_mse", PEAK_MEMORY})
 NOT_RANKED = frozenset({"target_delta"})  # a larger change is not better or worse in itself
 
 
@@ -61,6 +63,24 @@ class RunNumbers:
     def edit_names(self) -> list[str]:
         return list(dict.fromkeys(edit for edit, _ in self.edits))
 
+    @property
+    def eval_size(self) -> Optional[str]:
+        """The size the run's reconstruction metrics were measured at, e.g. "256×256", or "64×64 (native)"
+        at the generator's own resolution (runs from before metrics.eval_size were all measured so);
+        from summary.json, else from the rows of a run still going; None when unknown."""
+        summary = self.job.summary or {}
+        resolution = (summary.get("generator") or {}).get("resolution")
+        sizes = {row["eval_size"] for row in self.job.stage_rows(self.job.final_stage) if row.get("eval_size")}
+        size = summary.get("eval_size") or (sizes.pop() if len(sizes) == 1 else None) or resolution
+        if size is None:
+            return None
+        return f"{size}×{size}" + (" (native)" if size == resolution else "")
+
+    @property
+    def memory_measure(self) -> Optional[str]:
+        """What its peak memory is (a key of pti_lab.tracking.memory.MEASURES); None when not measured."""
+        return ((self.job.summary or {}).get("peak_memory") or {}).get("measure")
+
 
 def seconds_per_image(job: Job) -> dict[str, float]:
     """Seconds of each image that reached the final stage, summed over all its rows (every stage)."""
@@ -78,6 +98,8 @@ def stage_stats(rows: list[dict], metrics: tuple[str, ...]) -> dict[str, Stat]:
 def run_numbers(job: Job) -> RunNumbers:
     reconstruction = stage_stats(job.stage_rows(job.final_stage), RECONSTRUCTION_METRICS[:-1])
     reconstruction["seconds"] = stat(list(seconds_per_image(job).values()))
+    peaks = image_peaks(job.rows)
+    reconstruction[PEAK_MEMORY] = stat([peaks.get(image) for image in job.images])
     edits: dict[tuple[str, float], list[dict]] = {}
     for row in job.stage_rows("edit"):
         edits.setdefault((row["edit"], float(row["strength"])), []).append(row)

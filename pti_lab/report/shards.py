@@ -9,6 +9,10 @@ missing or duplicated). An image is missing when the data set holds it but no sh
 row nor recorded it as failed (a shard that has not run or not finished); duplicated when more
 than one shard has rows of it (shards of different data.shards, or of a data set that changed
 between jobs).
+
+The report shows a merged run as one row (its n counting every image of every shard, its means over
+all of them), labelled like any of its shards, and checks the claims on it; multi-ID shards, each a
+generator tuned for its own images, stay a row each.
 """
 
 import csv
@@ -22,11 +26,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pti_lab.atomic import write_text
+from pti_lab.metrics.edit_scores import edit_summary
 from pti_lab.report.sweep import Job, Sweep
+from pti_lab.tracking.memory import peak_memory_summary
 from pti_lab.tracking.store import RunStore, write_json
 
 SHARDS_DIR = "shards"  # inside the report directory
 SHARD_OVERRIDE = re.compile(r"^\+?data\.shard=")
+RUN_LEVEL_KEYS = ("report", "generator", "eval_size")  # summary.json keys every shard of a run shares
 
 
 def sharded(job: Job) -> bool:
@@ -59,8 +66,21 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def merge_run(jobs: list[Job], folder: Path) -> list[str]:
-    """Merge the shard jobs of one run into `folder`; returns notes on missing and duplicated images."""
+def merged_summary_extra(jobs: list[Job], rows: list[dict]) -> dict:
+    """The summary keys of a merged run beyond the store's: those its shards share (from the first
+    finished one), the edit means and the peak memory per image over all its rows."""
+    finished = [job.summary for job in jobs if job.summary is not None]
+    extra = {key: finished[0][key] for key in RUN_LEVEL_KEYS if finished and key in finished[0]}
+    if any(row.get("stage") == "edit" for row in rows):
+        extra["edits"] = edit_summary(rows)
+    measure = next((s["peak_memory"].get("measure") for s in finished if s.get("peak_memory")), None)
+    peak = peak_memory_summary(rows, measure)
+    return {**extra, **({"peak_memory": peak} if peak else {})}
+
+
+def merge_run(jobs: list[Job], folder: Path) -> tuple[Job, list[str]]:
+    """Merge the shard jobs of one run into `folder`; returns the merged run (finished when every shard
+    is) and notes on missing and duplicated images."""
     shards = jobs[0].config["data"]["shards"]
     label = run_label(jobs[0]) or "all"
     owner: dict[str, int] = {}           # image -> the job whose rows are kept
@@ -82,9 +102,17 @@ def merge_run(jobs: list[Job], folder: Path) -> list[str]:
     write_text(store.results_path, "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
     write_json(store.failed_path, list(failed.values()))
     write_text(folder / "results.csv", to_csv(rows))
-    store.write_summary(jobs[0].choices, {"shards": {
+    summary = store.write_summary(jobs[0].choices, {**merged_summary_extra(jobs, rows), "shards": {
         "count": shards, "run": label, "jobs": [job.number for job in jobs], "missing_shards": missing_shards,
         "missing_images": missing, "duplicated_images": duplicated}})
+    first = jobs[0]
+    merged = Job(number=first.number, path=folder, overrides=[o for o in first.overrides if not SHARD_OVERRIDE.match(o)],
+                 config=first.config, choices=first.choices,
+                 summary=summary if all(job.summary is not None for job in jobs) else None, rows=rows,
+                 experiment=first.experiment, method=first.method, data=first.data, keys=first.keys,
+                 shards=[job.number for job in jobs],
+                 image_dirs={image: job.path / "images" / image for job in jobs for image in job.images
+                             if owner.get(image) == job.number})
 
     notes = []
     where = f"shards of '{label}'"
@@ -98,17 +126,24 @@ def merge_run(jobs: list[Job], folder: Path) -> list[str]:
     for image, numbers in duplicated.items():
         notes.append(f"{where}: image {image} is in jobs {', '.join(map(str, numbers))} "
                      f"(the rows of job {numbers[0]} kept)")
-    return notes
+    return merged, notes
 
 
-def merge_shards(sweep: Sweep, report_dir: str | Path) -> list[str]:
-    """Merge every sharded run of the sweep into report_dir/shards/<run>/; returns the notes on it."""
+def merge_shards(sweep: Sweep, report_dir: str | Path) -> tuple[list[Job], list[str]]:
+    """Merge every sharded run of the sweep into report_dir/shards/<run>/. Returns the sweep's jobs as
+    the report shows them, each sharded run (other than multi-ID ones) as one merged job in the place
+    of its first shard, and the notes on the merges."""
     runs: dict[str, list[Job]] = {}
     for job in sweep.jobs:
         if sharded(job):
             runs.setdefault(run_label(job), []).append(job)
-    notes = []
+    notes, shown = [], {job.number: job for job in sweep.jobs}
     for label, jobs in runs.items():
         name = "all" if len(runs) == 1 else re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_")[:100] or "all"
-        notes += merge_run(jobs, Path(report_dir) / SHARDS_DIR / name)
-    return notes
+        merged, run_notes = merge_run(jobs, Path(report_dir) / SHARDS_DIR / name)
+        notes += run_notes
+        if jobs[0].mode != "multi":
+            for job in jobs[1:]:
+                del shown[job.number]
+            shown[jobs[0].number] = merged
+    return list(shown.values()), notes

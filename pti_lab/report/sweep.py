@@ -20,6 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pti_lab.tracking.memory import PEAK_MEMORY_KEY
 from pti_lab.tracking.store import RunStore
 
 FALLBACK_EXPERIMENT = "runs"
@@ -45,6 +46,15 @@ class Job:
     method: str                    # the row label, e.g. "PTI" or "A"
     data: str                      # the data set, e.g. "synthfaces_ood"
     keys: dict = field(default_factory=dict)  # the experiment's other report keys, e.g. {"identities": 4}
+    shards: list[int] = field(default_factory=list)  # a sharded run merged into one (report/shards.py): its jobs
+    image_dirs: dict[str, Path] = field(default_factory=dict)  # image -> its pictures' folder, when not under path
+
+    @property
+    def name(self) -> str:
+        """'job 3', or for shards merged into one run 'jobs 3, 4, 5 (3 shards)'."""
+        if self.shards:
+            return f"jobs {', '.join(map(str, self.shards))} ({len(self.shards)} shards)"
+        return f"job {self.number}"
 
     def stage_rows(self, stage: str) -> list[dict]:
         return [row for row in self.rows if row.get("stage") == stage]
@@ -68,7 +78,7 @@ class Job:
         return self.config.get("mode") or "single"
 
     def picture(self, image: str, filename: str) -> Optional[Path]:
-        path = self.path / "images" / image / filename
+        path = self.image_dirs.get(image, self.path / "images" / image) / filename
         return path if path.is_file() else None
 
 
@@ -85,13 +95,6 @@ class Sweep:
         overrides = (self.multirun.get("hydra") or {}).get("overrides") or {}
         hydra = [o for o in overrides.get("hydra") or [] if o != "hydra.mode=MULTIRUN"]  # that is the -m
         return shlex.join(["python", "run.py", "-m", *hydra, *(overrides.get("task") or [])])
-
-    def experiments(self) -> dict[str, list[Job]]:
-        """{experiment: its jobs}, in the order the experiments first appear among the jobs."""
-        found: dict[str, list[Job]] = {}
-        for job in self.jobs:
-            found.setdefault(job.experiment, []).append(job)
-        return found
 
 
 def job_choices(summary: Optional[dict], hydra: dict) -> dict:
@@ -168,13 +171,14 @@ def read_sweep(sweep_dir: str | Path) -> Sweep:
 def job_notes(jobs: list[Job]) -> list[tuple[Job, str]]:
     """What a reader must know about each job's completeness: unfinished, fewer images than the jobs of
     its experiment on the same data set (at most its own data.limit), failed images, metrics that
-    could not be computed."""
+    could not be computed (but not the peak memory, which every inversion taken from the pivot cache
+    lacks, in every sweep that reuses inversions)."""
     most: dict[tuple, int] = {}
     for job in jobs:
         most[(job.experiment, job.data)] = max(most.get((job.experiment, job.data), 0), len(job.images))
     notes = []
     for job in jobs:
-        label = f"job {job.number} ({job.experiment}, {job.method}, {job.data})"
+        label = f"{job.name} ({job.experiment}, {job.method}, {job.data})"
         if job.summary is None:
             notes.append((job, f"{label}: not finished (no summary.json); its numbers cover the rows written so far"))
         expected = most[(job.experiment, job.data)]
@@ -188,7 +192,8 @@ def job_notes(jobs: list[Job]) -> list[tuple[Job, str]]:
         reasons: dict[str, list[str]] = {}
         for row in job.stage_rows(job.final_stage):
             for metric, why in (row.get("reasons") or {}).items():
-                reasons.setdefault(metric, []).append(str(why))
+                if metric != PEAK_MEMORY_KEY:
+                    reasons.setdefault(metric, []).append(str(why))
         for metric, whys in reasons.items():
             notes.append((job, f"{label}: {metric} not computed for {len(whys)} image(s): {'; '.join(dict.fromkeys(whys))}"))
     return notes

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 from pti_lab.atomic import write_text
-from pti_lab.report.numbers import (DRIFT_METRICS, EDIT_METRICS, LOWER_IS_BETTER, NOT_RANKED,
+from pti_lab.report.numbers import (DRIFT_METRICS, EDIT_METRICS, LOWER_IS_BETTER, NOT_RANKED, PEAK_MEMORY,
                                     RECONSTRUCTION_METRICS, RunNumbers, Stat, compare_at_equal_change)
+from pti_lab.tracking.memory import MEASURES
 
 MISSING = "—"
+BENCHMARK = "benchmark"            # the experiment whose first table is GANInverter's benchmark table
+BENCHMARK_COLUMNS = {"mse": "MSE", "lpips": "LPIPS", "ms_ssim": "MS-SSIM", "id_sim": "ID",
+                     "seconds": "Time (s)/image", PEAK_MEMORY: "Memory (MiB)/image"}
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Table:
     with_std: bool = True          # mean ± std (else the mean alone)
     with_n: bool = True            # an `n` column
     notes: list[str] = field(default_factory=list)
+    headings: dict[str, str] = field(default_factory=dict)  # value column -> its heading, where not its name
 
     def best(self) -> set[tuple[int, str]]:
         """(row index, column) of the best value of each column among the rows compared together
@@ -86,12 +91,46 @@ def run_label(labels: dict[str, str]) -> str:
     return labels["method"] + (f" ({', '.join(others)})" if others else "")
 
 
+def measured_at(runs: list[RunNumbers]) -> str:
+    """Where the captions say the size reconstruction metrics were measured at: "MSE, PSNR, SSIM,
+    MS-SSIM and LPIPS at 256×256", naming the runs at each size when they differ ("" when unknown)."""
+    sizes: dict[str, list[str]] = {}
+    for labels, run in zip(row_labels(runs), runs):
+        if run.eval_size is not None:
+            sizes.setdefault(run.eval_size, []).append(f"{run_label(labels)}, {labels['data']}")
+    if not sizes:
+        return ""
+    if len(sizes) == 1:
+        return f"MSE, PSNR, SSIM, MS-SSIM and LPIPS at {next(iter(sizes))}"
+    return "MSE, PSNR, SSIM, MS-SSIM and LPIPS at " + "; ".join(f"{size} ({'; '.join(names)})"
+                                                               for size, names in sizes.items())
+
+
+def caption(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
+
+
 def reconstruction_table(experiment: str, runs: list[RunNumbers]) -> Table:
     rows = [TableRow(labels, run.reconstruction, run.images) for labels, run in zip(row_labels(runs), runs)]
     return Table(name=experiment, keys=list(rows[0].labels), columns=list(RECONSTRUCTION_METRICS), rows=rows,
                  compare_within=("data",),
-                 title=f"{experiment}: reconstruction, mean ± std over images of the final stage (tuning, "
-                       f"else inversion); seconds per image over all stages")
+                 title=caption(f"{experiment}: reconstruction, mean ± std over images of the final stage (tuning, "
+                               f"else inversion)", measured_at(runs), "seconds per image over all stages"))
+
+
+def benchmark_table(experiment: str, runs: list[RunNumbers]) -> Table:
+    """GANInverter's benchmark table: per method the means over images of MSE, LPIPS, MS-SSIM and identity
+    of the final reconstruction, the seconds per image (all stages) and the peak memory per image."""
+    rows = [TableRow(labels, run.reconstruction, run.images) for labels, run in zip(row_labels(runs), runs)]
+    measures = dict.fromkeys(run.memory_measure for run in runs if run.memory_measure)
+    identity = ", ".join(dict.fromkeys(str(run.job.choices.get("identity", "?")) for run in runs))
+    memory = ("memory: " + "; ".join(MEASURES.get(measure, measure) for measure in measures)
+              + " during the image's group") if measures else "memory: not measured"
+    return Table(name=experiment, keys=list(rows[0].labels), columns=list(BENCHMARK_COLUMNS), rows=rows,
+                 compare_within=("data",), with_std=False, headings=BENCHMARK_COLUMNS,
+                 title=caption(f"{experiment}: mean over images of the final reconstruction (tuning, else inversion)",
+                               measured_at(runs), f"LPIPS AlexNet; ID: identity similarity (identity={identity})",
+                               "time: seconds per image over all stages", memory))
 
 
 def edit_table(experiment: str, runs: list[RunNumbers]) -> Table:
@@ -134,13 +173,15 @@ def drift_table(experiment: str, runs: list[RunNumbers]) -> Table:
             row.values.setdefault(metric, Stat(None, None, 0))
     return Table(name=f"{experiment}_drift", keys=list(rows[0].labels), columns=[*DRIFT_METRICS, "lpips"], rows=rows,
                  compare_within=("data", "identities"),
-                 title=f"{experiment}: drift of the tuned generator on random latents (run-level, from "
-                       f"summary.json) and reconstruction LPIPS (mean ± std over images)")
+                 title=caption(f"{experiment}: drift of the tuned generator on random latents (run-level, from "
+                               f"summary.json) and reconstruction LPIPS (mean ± std over images)",
+                               measured_at(runs) and f"{measured_at(runs)}, the drift's LPIPS and MSE too"))
 
 
 def experiment_tables(experiment: str, runs: list[RunNumbers]) -> list[Table]:
-    """The reconstruction table, and the edit and drift tables where the runs have edits or drift."""
-    tables = [reconstruction_table(experiment, runs)]
+    """The reconstruction table (for the benchmark, GANInverter's), and the edit and drift tables where
+    the runs have edits or drift."""
+    tables = [(benchmark_table if experiment == BENCHMARK else reconstruction_table)(experiment, runs)]
     if any(run.edits for run in runs):
         tables += [edit_table(experiment, runs), equal_change_table(experiment, runs)]
     if any(run.drift for run in runs):
@@ -185,7 +226,7 @@ def display(table: Table) -> list[list[Cell]]:
 
 
 def header(table: Table) -> list[str]:
-    return [*table.keys, *(c + arrow(c) for c in table.columns), *(["n"] if table.with_n else [])]
+    return [*table.keys, *(table.headings.get(c, c) + arrow(c) for c in table.columns), *(["n"] if table.with_n else [])]
 
 
 def to_rows(table: Table) -> tuple[list[str], list[list]]:
@@ -229,7 +270,7 @@ def to_markdown(table: Table) -> str:
 
 TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               "—": "---", "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "|": r"$|$"}
+               "—": "---", "±": r"$\pm$", "×": r"$\times$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "|": r"$|$"}
 
 
 def tex(text: str) -> str:

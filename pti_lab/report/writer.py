@@ -15,7 +15,7 @@ from pti_lab.report.figures import EXPERIMENT_FIGURES, save_figure
 from pti_lab.report.html import ExperimentSection, render_page
 from pti_lab.report.numbers import run_numbers
 from pti_lab.report.shards import merge_shards
-from pti_lab.report.sweep import Sweep, job_notes, read_sweep
+from pti_lab.report.sweep import Job, Sweep, job_notes, read_sweep
 from pti_lab.report.tables import experiment_tables, write_table
 
 REPORT_DIR = "report"  # inside the sweep directory
@@ -59,13 +59,15 @@ def build_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: Optiona
     out = Path(out_dir)
     missing = [f"{sweep.path.name + ' ' if len(sweeps) > 1 else ''}{job}: not started (no job folder)"
                for sweep in sweeps for job in sweep.missing]
-    missing += [note for sweep in sweeps for note in merge_shards(sweep, out)]  # sharded runs, merged
-    notes = [(job, note) for sweep in sweeps for job, note in job_notes(sweep.jobs)]
-    runs, sections = [], []
-    experiments: dict[str, list] = {}
+    notes: list[tuple[Job, str]] = []
+    experiments: dict[str, list[Job]] = {}
     for sweep in sweeps:
-        for experiment, jobs in sweep.experiments().items():
-            experiments.setdefault(experiment, []).extend(jobs)
+        jobs, merge_notes = merge_shards(sweep, out)  # a sharded run is one job of all its shards' rows
+        missing += merge_notes
+        notes += job_notes(jobs)
+        for job in jobs:  # by experiment, in the order they first appear
+            experiments.setdefault(job.experiment, []).append(job)
+    runs, sections = [], []
     for experiment, jobs in experiments.items():
         experiment_runs = [run_numbers(job) for job in jobs]
         runs += experiment_runs

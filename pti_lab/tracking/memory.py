@@ -27,9 +27,11 @@ from typing import Optional
 
 import torch
 
+from pti_lab.batch_memory import proc_bytes
 from pti_lab.runtime import return_freed_memory
 
 MiB = 2 ** 20
+PEAK_MEMORY_KEY = "peak_memory_mb"  # the results-row key
 MEASURES = {"cuda": "peak CUDA memory allocated by torch (networks and tensors)",
             "rss": "peak resident memory of the process (networks, tensors, interpreter and libraries)",
             "rss_process": "peak resident memory of the process since it started (an upper bound)"}
@@ -42,17 +44,6 @@ def reset_high_water_mark() -> bool:
         return True
     except OSError:
         return False
-
-
-def high_water_mark_bytes() -> Optional[int]:
-    """VmHWM of /proc/self/status in bytes; None where there is none."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def max_rss_bytes() -> int:
@@ -75,14 +66,14 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.measure == "rss":
             return_freed_memory()
-            if not reset_high_water_mark() or high_water_mark_bytes() is None:
+            if not reset_high_water_mark() or proc_bytes("/proc/self/status", "VmHWM") is None:
                 self.measure = "rss_process"
 
     def peak_mb(self) -> float:
         if self.measure == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.measure == "rss":
-            peak = high_water_mark_bytes() or max_rss_bytes()
+            peak = proc_bytes("/proc/self/status", "VmHWM") or max_rss_bytes()
         else:
             peak = max_rss_bytes()
         return round(peak / MiB, 1)
@@ -92,7 +83,7 @@ def image_peaks(rows: list[dict]) -> dict[str, float]:
     """{image: its largest peak_memory_mb over its rows} for the images that have one."""
     peaks: dict[str, float] = {}
     for row in rows:
-        value = row.get("peak_memory_mb")
+        value = row.get(PEAK_MEMORY_KEY)
         if value is not None:
             peaks[row["image"]] = max(value, peaks.get(row["image"], value))
     return peaks

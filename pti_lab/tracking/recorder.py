@@ -11,7 +11,7 @@ import torch
 
 from pti_lab.errors import DiskFullError
 from pti_lab.steps import StepCallback
-from pti_lab.tracking.memory import PeakMemory, peak_memory_summary
+from pti_lab.tracking.memory import PEAK_MEMORY_KEY, PeakMemory, peak_memory_summary
 from pti_lab.tracking.store import RunStore, save_png
 from pti_lab.tracking.wandb_logger import NullLogger
 
@@ -48,13 +48,13 @@ class Recorder:
     def with_peak_memory(self, row: dict) -> dict:
         """The row with its group's peak memory so far; an inversion taken from the pivot cache did not
         run here, so its memory is unknown (None with a reason)."""
-        if self.memory is None or "peak_memory_mb" in row:
+        if self.memory is None or PEAK_MEMORY_KEY in row:
             return row
         if row.get("reused"):
-            reasons = {**row.get("reasons", {}), "peak_memory_mb": "inversion taken from the pivot cache: its memory "
-                                                                    "was not measured"}
-            return {**row, "peak_memory_mb": None, "reasons": reasons}
-        return {**row, "peak_memory_mb": self.memory.peak_mb()}
+            reasons = {**row.get("reasons", {}), PEAK_MEMORY_KEY: "inversion taken from the pivot cache: its memory "
+                                                                  "was not measured"}
+            return {**row, PEAK_MEMORY_KEY: None, "reasons": reasons}
+        return {**row, PEAK_MEMORY_KEY: self.memory.peak_mb()}
 
     def result(self, row: dict, pictures: dict[str, torch.Tensor], save: bool = True) -> None:
         """One results row and its pictures ([1, C, R, R] in [-1, 1]); with `save`, each picture is

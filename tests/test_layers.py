@@ -21,7 +21,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those below
     {"tracking"},
     {"driver"},
     {"pipeline", "launch"},
-    {"train", "bench", "report", "paper"},
+    {"train", "bench", "report", "paper", "finished_run", "export", "studio", "animate"},
 ]
 
 

@@ -103,9 +103,10 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield group
 
 
-def synthesize(G: Generator, ws: torch.Tensor) -> torch.Tensor:
+def synthesize(G: Generator, ws: torch.Tensor, transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """G's image of ws; transform: a StyleGAN3 input transform for this image (an edit's), None = G's own."""
     with torch.no_grad():
-        return G.synthesis(ws, noise_mode="const")
+        return G.synthesis(ws, noise_mode="const", **({} if transform is None else {"transform": transform}))
 
 
 class Driver:
@@ -403,12 +404,12 @@ class Driver:
         original_reconstruction = synthesize(self.G, pivot).clamp(-1, 1) if compare else None
         rows, top, bottom = [], [target, reconstruction], [target, original_reconstruction]
         for edit in editing.edits:
-            image = synthesize(tuned, edit.ws).clamp(-1, 1)
+            image = synthesize(tuned, edit.ws, edit.transform).clamp(-1, 1)
             row = {"image": name, "stage": "edit", "edit": edit.name, "strength": edit.strength,
                    **scores.measure(target, reconstruction, image, self.stages.identity, edit.attributes)}
             pictures = {"edit": image}
             if compare:
-                original = synthesize(self.G, edit.ws).clamp(-1, 1)
+                original = synthesize(self.G, edit.ws, edit.transform).clamp(-1, 1)
                 measured = scores.measure(target, original_reconstruction, original, self.stages.identity,
                                           edit.attributes)
                 reasons = {f"original_{key}": why for key, why in measured.pop("reasons", {}).items()}

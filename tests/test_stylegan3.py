@@ -13,7 +13,10 @@ import PIL.Image
 import pytest
 import torch
 
-from pti_lab.errors import CheckpointError
+from pti_lab.editing import SequentialEditor, TransformEditor
+from pti_lab.editing.editor import chained_transform
+from pti_lab.editing.transform import image_transform
+from pti_lab.errors import BadInputError, CheckpointError
 from pti_lab.models import load_generator, save_generator
 from pti_lab.models.checkpoints import new_generator
 from pti_lab.models.delta import load_tuned, save_tuned
@@ -271,7 +274,7 @@ def run_inputs(tmp_path_factory):
 
 
 RUN = ["logger=none", "device=cpu", "preview.count=0", "tuner.progress=false", "inverter.steps=30", "tuner.steps=30",
-       "tuner.lr=0.003", "tuner.lpips_threshold=0", "inverter.w_avg_samples=200"]
+       "tuner.lr=0.003", "tuner.lpips_threshold=0", "inverter.w_avg_samples=200", "reuse_inversions=false"]
 
 
 def test_run_py_inverts_tunes_and_edits_an_sg3_pickle(run_inputs):
@@ -289,3 +292,62 @@ def test_run_py_inverts_tunes_and_edits_an_sg3_pickle(run_inputs):
                                                                    ("direction", 2.0), ("direction", 2.0)]
     grid = np.asarray(PIL.Image.open(out / "images" / edits[0]["image"] / "edits.png"))
     assert grid.shape[:2] == (2 * 64, 4 * 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# editor=transform: the input transform as an edit.
+
+def test_image_transform_is_the_inverse_motion_and_composes():
+    assert torch.allclose(image_transform(), torch.eye(3))
+    assert torch.allclose(image_transform(angle=20) @ image_transform(angle=-20), torch.eye(3), atol=1e-6)
+    turn = image_transform(angle=90)  # the image turns counter-clockwise: its input x axis comes from -y
+    assert torch.allclose(turn[:2, :2], torch.tensor([[0.0, -1.0], [1.0, 0.0]]), atol=1e-6)
+    first, then = image_transform(tx=0.1), image_transform(angle=30)
+    assert torch.allclose(chained_transform(first, then), torch.linalg.inv(
+        torch.linalg.inv(then.double()) @ torch.linalg.inv(first.double())).float(), atol=1e-6)
+
+
+def test_transform_editor_moves_the_image_and_keeps_the_pivot():
+    G = small_generator(resolution=16)
+    ws = G.mapping(torch.randn([1, 16], generator=torch.Generator().manual_seed(2)), None)
+    editor = TransformEditor(rotate=[15.0], translate_x=[3 / 16])
+    editor.prepare(G)
+    edits = editor.edits(G, ws).edits
+    assert [(e.name, e.strength) for e in edits] == [("rotate", 15.0), ("translate_x", 3 / 16)]
+    assert all(torch.equal(e.ws, ws) for e in edits)
+    with torch.no_grad():
+        plain = G.synthesis(ws)
+        moved = G.synthesis(ws, transform=edits[1].transform)
+    change = (moved - plain).abs().mean().item()
+    assert (moved[..., :, 3:] - plain[..., :, :-3]).abs().mean().item() < 0.1 * change  # 3 px to the right
+
+
+def test_transform_editor_refuses_a_stylegan2_generator():
+    from tests.test_stylegan2 import small_generator as stylegan2_generator
+    with pytest.raises(BadInputError, match="editor=transform needs a StyleGAN3 generator"):
+        TransformEditor(rotate=[10.0]).prepare(stylegan2_generator())
+    with pytest.raises(BadInputError, match="needs at least one of rotate"):
+        TransformEditor()
+
+
+def test_sequential_edits_carry_the_transform():
+    G = small_generator(resolution=16)
+    ws = G.mapping(torch.randn([1, 16]), None)
+    chain = SequentialEditor([TransformEditor(rotate=[10.0]), TransformEditor(translate_y=[0.1])])
+    last = chain.edits(G, ws).edits[-1]
+    assert last.name == "rotate+10>translate_y"
+    assert torch.allclose(last.transform, image_transform(angle=10) @ image_transform(ty=0.1))
+
+
+def test_run_py_transform_edits_of_an_sg3_pickle(run_inputs):
+    root, path, faces, _ = run_inputs
+    out = root / "run_transform"
+    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}", "data.limit=1",
+           "editor=transform", "editor.rotate=[-20,20]", "editor.translate_x=[0.25]", "tuner=none", *RUN,
+           "inverter.steps=5")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    edits = [(r["edit"], r["strength"]) for r in rows if r["stage"] == "edit"]
+    assert edits == [("rotate", -20.0), ("rotate", 20.0), ("translate_x", 0.25)]
+    grid = np.asarray(PIL.Image.open(out / "images" / rows[0]["image"] / "edits.png")).astype(float)
+    reconstruction, shifted = grid[:, 64:128], grid[:, 4 * 64:5 * 64]
+    assert np.abs(shifted[:, 16:] - reconstruction[:, :-16]).mean() < 0.2 * np.abs(shifted - reconstruction).mean()

@@ -23,6 +23,15 @@ class Edit:
     strength: float           # the strength of the last step
     ws: torch.Tensor          # [1, num_ws, w_dim] edited latents
     attributes: tuple = ()    # attributes the edit aims at, last = the one it is measured on
+    transform: Optional[torch.Tensor] = None  # [3, 3] StyleGAN3 input transform to render with; None = G's own
+
+
+def chained_transform(first: Optional[torch.Tensor], then: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The input transform of two edits applied in turn. Input transforms are inverse motions of the
+    image: motion M1 then M2 is M2 @ M1, whose inverse is inv(M1) @ inv(M2) = first @ then."""
+    if first is None or then is None:
+        return then if first is None else first
+    return first @ then
 
 
 @dataclass
@@ -127,7 +136,8 @@ class SequentialEditor(EditorGroup):
                 for edit in editing.edits:
                     prefix = f"{previous.name}{format_strength(previous.strength)}>" if previous.name else ""
                     chained.append(Edit(name=prefix + edit.name, strength=edit.strength, ws=edit.ws,
-                                        attributes=previous.attributes + edit.attributes))
+                                        attributes=previous.attributes + edit.attributes,
+                                        transform=chained_transform(previous.transform, edit.transform)))
             results += chained
             frontier = chained
         return Editing(results, losses)

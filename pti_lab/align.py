@@ -15,8 +15,8 @@ or a missing dlib. What happens to each kind of photo:
   - several faces: the largest one is aligned and the line says how many there were;
     --all-faces writes each as <stem>_face<k>.png, k counting from the left;
   - no face, or only detections scoring below --min-score: skipped, reason "no face detected".
-    dlib's HOG detector finds roughly frontal faces of about 40 px and more; photos larger than
-    1024 px are searched on a 1024 px copy, so there a face needs about 4 % of the longer side;
+    dlib's HOG detector finds roughly frontal faces from about 30-40 px; photos larger than 1024 px
+    are searched on a 1024 px copy, so there a face needs about 3 % of the longer side;
   - a face whose crop square would be enlarged more than --max-upscale times to reach --size:
     skipped, reason "face too small" (the aligned image would be a blur);
   - unreadable files: skipped, reason "cannot read image";

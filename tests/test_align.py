@@ -121,6 +121,9 @@ def photos(tmp_path_factory, astronaut, hopper):
     astronaut.save(folder / "astronaut.jpg", quality=95)
     astronaut.convert("L").save(folder / "astronaut_grey.png")
     astronaut.convert("CMYK").save(folder / "astronaut_cmyk.jpg", quality=95)  # an Adobe CMYK JPEG
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; display rotated 90 degrees clockwise
+    astronaut.transpose(PIL.Image.Transpose.ROTATE_90).save(folder / "astronaut_rotated.jpg", quality=95, exif=exif)
     hopper.save(folder / "hopper.png")
     pasted((1024, 600), (astronaut, (0, 44)), (hopper, (512, 0))).save(folder / "two_people.png")
     with_face_of(astronaut, 20).save(folder / "tiny_face_20px.png")
@@ -154,13 +157,13 @@ def test_align_folder_says_what_happened_to_each_photo(aligned_run, photos):
     assert re.fullmatch(r"aligned small_face_40px.png -> small_face_40px.png: face 3\d px \(score 0\.\d\d\), "
                         r"crop 7\d px -> 256 px \(3\.\dx upscaled\)", by_photo["small_face_40px.png"])
     assert by_photo["corrupt.png"].startswith("skipped corrupt.png: cannot read image")
-    assert lines[-1] == f"6 aligned, 3 skipped -> {out} (report: {out / 'align_report.json'})"
+    assert lines[-1] == f"7 aligned, 3 skipped -> {out} (report: {out / 'align_report.json'})"
 
     report = json.loads((out / "align_report.json").read_text())
     written = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
     assert sorted(entry["output"] for entry in report["aligned"]) == written == [
-        "astronaut.png", "astronaut_cmyk.png", "astronaut_grey.png", "hopper.png", "small_face_40px.png",
-        "two_people.png"]
+        "astronaut.png", "astronaut_cmyk.png", "astronaut_grey.png", "astronaut_rotated.png", "hopper.png",
+        "small_face_40px.png", "two_people.png"]
     two_people = next(entry for entry in report["aligned"] if entry["image"] == "two_people.png")
     assert two_people["faces"] == 2 and two_people["face_px"] > 200  # Grace Hopper's face, not the astronaut's
     assert sorted(entry["image"] for entry in report["skipped"]) == ["cat.png", "corrupt.png", "tiny_face_20px.png"]
@@ -195,6 +198,11 @@ def test_of_several_faces_the_largest_is_aligned(aligned_run):
     assert not same_face(out / "two_people.png", out / "astronaut.png")
 
 
+def test_exif_rotated_photo_is_turned_upright(aligned_run):
+    _, _, out = aligned_run
+    assert same_face(out / "astronaut_rotated.png", out / "astronaut.png")
+
+
 def test_all_faces_writes_each_face_from_the_left(photos, aligned_run, tmp_path, capsys):
     _, _, out = aligned_run
     in_dir = tmp_path / "in"
@@ -224,7 +232,8 @@ def test_a_face_too_small_for_the_output_size_is_skipped(photos, tmp_path, capsy
 def test_run_reads_what_align_writes(aligned_run):
     _, _, out = aligned_run
     folder = ImageFolder(str(out))  # data=folder data.path=OUT: the PNGs, not align_report.json
-    assert folder.names == ["astronaut", "astronaut_cmyk", "astronaut_grey", "hopper", "small_face_40px", "two_people"]
+    assert folder.names == ["astronaut", "astronaut_cmyk", "astronaut_grey", "astronaut_rotated", "hopper",
+                            "small_face_40px", "two_people"]
     samples = list(folder.samples(64))
     assert all(sample.error is None and sample.image.shape == (1, 3, 64, 64) for sample in samples)
     assert samples[0].info["original_size"] == [SIZE, SIZE]

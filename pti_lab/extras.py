@@ -14,6 +14,9 @@ EXTRAS = {
     "dlib": ("dlib", "faces"),
     "sklearn": ("scikit-learn", "editing"),
     "transformers": ("transformers", "editing"),
+    "gradio": ("gradio", "studio"),
+    "imageio": ("imageio", "studio"),
+    "playwright": ("playwright", "studio"),
 }
 
 

@@ -11,23 +11,32 @@ not the one the run was tuned from.
 """
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
+import pti_lab
+from pti_lab.config import register_configs
 from pti_lab.driver import PIVOT_FILE, TUNED_FILE, TUNED_PIVOT_FILE, synthesize
+from pti_lab.editing.editor import Editor
 from pti_lab.errors import BadInputError, CheckpointError
 from pti_lab.generators import make_generator
 from pti_lab.models.checkpoints import local_checkpoint
 from pti_lab.models.delta import load_tuned
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.pipeline import build
 from pti_lab.run_record import RECORD_FILE
 from pti_lab.tracking.store import RunStore
 
 PICTURES = ("target", "inversion", "tuned")  # images/<name>/<picture>.png
+CONF_DIR = Path(pti_lab.__file__).resolve().parents[1] / "conf"  # run.py's configuration
 
 
 def unflatten(settings: dict, prefix: str) -> dict:
@@ -161,3 +170,24 @@ def open_image_dir(image_dir: str | Path, generator: Optional[str] = None, devic
     if image_dir.parent.name != "images" or not is_run_dir(run_dir):
         raise BadInputError(f"{image_dir}: not an image directory of a run (expected RUN_DIR/images/NAME)")
     return FinishedRun(run_dir, generator, device).open(run_dir, image_dir.name)
+
+
+def compose_editor(overrides: list[str], run_dir: Optional[Path] = None) -> Editor:
+    """The editor that `python run.py OVERRIDES` would build (e.g. ['editor=mix', 'editor.directions=[smile]']),
+    with the run's own identity network for editors that use one (StyleCLIP's ID loss)."""
+    choices = {}
+    if run_dir is not None and (run_dir / "summary.json").is_file():
+        choices = json.loads((run_dir / "summary.json").read_text()).get("choices", {})
+    extra = [f"identity={choices['identity']}"] if choices.get("identity") and \
+        not any(o.startswith("identity=") for o in overrides) else []
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            cfg = compose(config_name="config", overrides=[*extra, *overrides])
+    except (HydraException, OmegaConfBaseException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInputError(f"editor overrides {' '.join(overrides)}: {first}") from None
+    if cfg.editor is None:
+        raise BadInputError("no editor: give one, e.g. editor=interfacegan editor.direction=smile")
+    return build(cfg.editor)

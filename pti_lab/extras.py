@@ -16,7 +16,7 @@ EXTRAS = {
     "transformers": ("transformers", "editing"),
     "gradio": ("gradio", "studio"),
     "imageio": ("imageio", "studio"),
-    "playwright": ("playwright", "studio"),
+    "imageio_ffmpeg": ("imageio-ffmpeg", "studio"),
 }
 
 

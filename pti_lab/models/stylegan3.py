@@ -100,6 +100,13 @@ def filtered_lrelu(
     assert gain > 0 and slope >= 0
     px0, px1, py0, py1 = (int(p) for p in padding)
     scale = up * up * gain
+    # Depthwise FIR convolutions are several times faster on channels-last tensors on a CPU (measured:
+    # 57 ms -> 6 ms for a 1-D x2 upsampling of 128 x 150 x 150); their outputs stay channels-last.
+    # Inside torch.func.vmap (batched tuning) memory formats cannot be chosen and in-place clamping has
+    # no batching rule: there tensors stay as they are and the clamp makes a new one.
+    batched = torch._C._functorch.is_batchedtensor(x)
+    if not batched:
+        x = x.contiguous(memory_format=torch.channels_last)
     if up_filter is None:
         if up > 1:
             N, C, H, W = x.shape
@@ -108,8 +115,9 @@ def filtered_lrelu(
         x = x * scale if scale != 1 else x
     elif up_filter.ndim == 1:
         taps = up_filter * math.sqrt(scale)  # half of the gain per pass
-        x = _fir_up_1d(x, taps, up, (px0, px1), dim=3)
+        # Rows first: the slower of the two passes then runs on the smaller image.
         x = _fir_up_1d(x, taps, up, (py0, py1), dim=2)
+        x = _fir_up_1d(x, taps, up, (px0, px1), dim=3)
     else:
         C, (kh, kw) = x.shape[1], up_filter.shape
         weight = (up_filter * scale).to(x.dtype)[None, None].expand(C, 1, kh, kw)
@@ -117,8 +125,8 @@ def filtered_lrelu(
                   [px0 - kw + 1, up + px1 - kw, py0 - kh + 1, up + py1 - kh])
     if slope != 1:
         x = F.leaky_relu(x, slope)
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
+    if clamp is not None:  # in place: leaky_relu keeps its input for the backward pass, not its output
+        x = x.clamp_(-clamp, clamp) if slope != 1 and not batched else x.clamp(-clamp, clamp)
     if down_filter is not None:
         x = _fir_down(x, down_filter, down)
     elif down > 1:
@@ -341,7 +349,7 @@ class SynthesisNetwork(nn.Module):
             x = getattr(self, name)(x, w, fused_modconv=fused_modconv)
         if self.output_scale != 1:
             x = x * self.output_scale
-        return x.to(torch.float32)  # [N, img_channels, R, R]
+        return x.to(torch.float32).contiguous()  # [N, img_channels, R, R]
 
     def extra_repr(self) -> str:
         return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "

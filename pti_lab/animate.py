@@ -50,6 +50,7 @@ def frame(tuned: torch.Tensor, original: torch.Tensor, caption: str) -> np.ndarr
 
 
 def sweep_frames(image: TunedImage, edit_ws: torch.Tensor, name: str, strength: float, count: int) -> list[np.ndarray]:
+    """Frames of pivot + lambda (edit_ws - pivot), lambda from -1 to 1, captioned `name` and lambda * strength."""
     offset = edit_ws - image.pivot
     frames = []
     with torch.no_grad():

@@ -91,6 +91,17 @@ def test_saved_recipe_replays_from_the_command_line_to_the_same_pixels(studio, r
     assert studio.save("ood_001", values).name == "ood_001-002"  # never overwrites an earlier save
 
 
+def test_animate_button_writes_the_sweep_of_the_sliders(studio, run_dir):
+    iio = pytest.importorskip("imageio.v3", reason="imageio is in the studio extra")
+    out = studio.animate("ood_000", {"smile": 3.0, "age": 1.0}, frames=5)
+    assert out.parent == run_dir / "animations" and out.suffix == ".mp4"
+    frames = iio.imread(out).astype(int)
+    assert frames.shape == (5, 288, 512, 3)
+    assert np.abs(frames[0] - frames[-1]).mean() > 1  # -1x and +1x of the edit differ
+    with pytest.raises(BadInputError, match="move a slider first"):
+        studio.animate("ood_000", {})
+
+
 def test_styleclip_prompt_adds_a_direction(studio, run_dir):
     steps = []
     slider = studio.styleclip("ood_000", "a smiling face", steps=5, on_step=lambda k, n: steps.append((k, n)))

@@ -17,8 +17,9 @@ from pti_lab.studio.session import Slider, Studio  # noqa: E402
 
 SPARE_SLIDERS = 4  # slots for StyleCLIP directions made on the page
 # 64 px pictures shown large, with their pixels visible rather than smoothed.
-CSS = """#edit-tuned img, #edit-original img {width: 288px !important; height: 288px !important; image-rendering: pixelated}
-.picture img {width: 160px !important; height: 160px !important; image-rendering: pixelated}"""
+CSS = """#edit-tuned img, #edit-original img {width: 288px !important; height: 288px !important}
+.picture img {width: 160px !important; height: 160px !important}
+#edit-tuned img, #edit-original img, .picture img {object-fit: contain !important; image-rendering: pixelated}"""
 METRIC_NAMES = {"lpips": "LPIPS", "mse": "MSE", "psnr": "PSNR", "ms_ssim": "MS-SSIM", "id_sim": "ID sim"}
 
 
@@ -93,7 +94,10 @@ def build_page(studio: Optional[Studio], problem: Optional[str] = None, title: s
                 run_styleclip = gr.Button("Run StyleCLIP", elem_id="run-styleclip")
                 with gr.Row():
                     reset = gr.Button("Reset sliders", elem_id="reset")
+                    animate = gr.Button("Animate (MP4)", elem_id="animate")
                     save = gr.Button("Save", variant="primary", elem_id="save")
+                video = gr.Video(label="the edit from -1x to +1x, tuned | original", elem_id="video",
+                                 interactive=False)
         everything = sliders + spares
 
         def values(args) -> dict:
@@ -125,6 +129,10 @@ def build_page(studio: Optional[Studio], problem: Optional[str] = None, title: s
             folder = studio.save(label, values(args))
             return f"saved {folder}: edit.png, original.png, latent.pt, recipe.json (replay: see recipe.json)"
 
+        def animate_edit(label, *args):
+            out = studio.animate(label, values(args))
+            return str(out), f"wrote {out}"
+
         render_outputs = [edit_tuned, edit_original, timing, status]
         choice.change(guarded(show_image, 5), [choice], [target, inversion, tuned, metrics, status]) \
             .then(guarded(update, 4), [choice, *everything], render_outputs)
@@ -133,6 +141,7 @@ def build_page(studio: Optional[Studio], problem: Optional[str] = None, title: s
                           show_progress="hidden")
         reset.click(lambda: [gr.update(value=0) for _ in everything], None, everything)
         save.click(guarded(save_edit, 1), [choice, *everything], [status])
+        animate.click(guarded(animate_edit, 2), [choice, *everything], [video, status])
         run_styleclip.click(guarded(styleclip, len(spares) + 1), [choice, prompt, steps], [*spares, status])
         if first is not None:
             page.load(guarded(show_image, 5), [choice], [target, inversion, tuned, metrics, status]) \

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from pti_lab.animate import ANIMATIONS_DIR, sweep_frames, write_video
 from pti_lab.atomic import save_torch
 from pti_lab.editing.directions import BOUNDARIES_KIND, load_direction, read_boundaries
 from pti_lab.editing.mix import MixEditor
@@ -234,6 +235,18 @@ class Studio:
         }
         write_json(folder / RECIPE_FILE, recipe)
         return folder
+
+    def animate(self, label: str, values: dict[str, float], frames: int = 41, fps: float = 15) -> Path:
+        """An MP4 of the slider values swept from -1x to +1x (RUN/animations/<image>-studio-NNN.mp4)."""
+        image = self.image(label)
+        used = [(s.key, t) for s, t in zip(self.sliders(), self.strengths(values)) if t != 0]
+        if not used:
+            raise BadInputError("move a slider first: the animation sweeps the edit from -1x to +1x")
+        shot = self.render(label, values)
+        name = "[" + ",".join(f"{key}{t:+.2f}" for key, t in used) + "] x"  # captions read "[smile+3.00] x -0.50"
+        taken = len(list((image.run_dir / ANIMATIONS_DIR).glob(f"{image.name}-studio-*.mp4")))
+        out = image.run_dir / ANIMATIONS_DIR / f"{image.name}-studio-{taken + 1:03d}.mp4"
+        return write_video(sweep_frames(image, shot.ws, name, 1.0, frames), out, fps)
 
     @staticmethod
     def next_folder(image: TunedImage) -> Path:

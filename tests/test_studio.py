@@ -17,6 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pti_lab.editing.interfacegan import InterfaceGANEditor
+from pti_lab.editing.mix import MixEditor
 from pti_lab.errors import BadInputError
 from pti_lab.studio.session import Studio
 from pti_lab.synthfaces.predictor import AttributePredictor
@@ -112,6 +114,26 @@ def test_styleclip_prompt_adds_a_direction(studio, run_dir):
     assert studio.sliders()[-1] == slider
     edited = studio.render("ood_000", {slider.key: slider.value})
     assert not np.array_equal(edited.tuned, studio.render("ood_000", {}).tuned)
+
+
+def test_mix_editor_is_the_sum_of_its_directions(studio):
+    image = studio.image("ood_000")
+    single = InterfaceGANEditor("smile", [2.0])
+    single.prepare(image.base)
+    mix = MixEditor(directions=["smile", "age"], strengths=[2.0, -1.5], components=[1], component_strengths=[0.5],
+                    num_samples=PCA_SAMPLES)
+    mix.prepare(image.base)
+    smile_only = MixEditor(directions=["smile"], strengths=[2.0])
+    [edit] = smile_only.edits(image.tuned, image.pivot).edits
+    assert torch.equal(edit.ws, single.edits(image.tuned, image.pivot).edits[0].ws)
+    [combined] = mix.edits(image.tuned, image.pivot).edits
+    age, pc1 = mix.steps[1], mix.steps[2]
+    assert combined.name == "smile+2,age-1.5,pc1+0.5"
+    assert torch.allclose(combined.ws, edit.ws - 1.5 * age + 0.5 * pc1, atol=1e-6)
+    with pytest.raises(BadInputError, match="2 directions but 1 strengths"):
+        MixEditor(directions=["smile", "age"], strengths=[1.0])
+    with pytest.raises(BadInputError, match="at least one direction or component"):
+        MixEditor()
 
 
 def test_bad_inputs_are_one_line(run_dir, tmp_path):

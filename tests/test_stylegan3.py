@@ -17,11 +17,15 @@ from pti_lab.editing import SequentialEditor, TransformEditor
 from pti_lab.editing.editor import chained_transform
 from pti_lab.editing.transform import image_transform
 from pti_lab.errors import BadInputError, CheckpointError
+from pti_lab.inversion import WInverter
+from pti_lab.models import LPIPS
 from pti_lab.models import load_generator, save_generator
 from pti_lab.models.checkpoints import new_generator
 from pti_lab.models.delta import load_tuned, save_tuned
 from pti_lab.models.stylegan3 import Generator, filtered_lrelu
+from pti_lab.tuning import PivotalTuner
 from tests.conftest import REPO, run_py
+from tests.test_inversion import cache_dir  # noqa: F401  (W statistics in a temporary cache)
 from tests.official_pickle import STYLEGAN3_SOURCE, dumps_network_pickle
 
 GOLDEN_DIR = REPO / "tests" / "fixtures" / "official_stylegan3"
@@ -255,6 +259,29 @@ def test_transform_translates_the_image(radial):
     assert torch.equal(G.synthesis.input.transform, torch.eye(3))  # the buffer is untouched
 
 
+def test_batched_inversion_and_tuning_equal_one_at_a_time(cache_dir):
+    """batch_size=K on StyleGAN3: no noise maps to optimise, vmap over stacked weights (tune_batch)."""
+    G = small_generator(resolution=32, radial=True)
+    other = small_generator(resolution=32, radial=True, seed=5)
+    with torch.no_grad():
+        targets = list(other(torch.randn([2, 16], generator=torch.Generator().manual_seed(4)), None).clamp(-1, 1).split(1))
+    lpips = LPIPS(net="alex")
+    inverter = WInverter(steps=4, lr=0.05, w_avg_samples=100, progress=False)
+    inverted = inverter.invert_batch(G, targets, seed=3)
+    pivots = [inversion.pivot for inversion in inverted]
+    tuner = PivotalTuner(steps=4, lr=3e-3, lpips_threshold=0, progress=False)
+    tuned = tuner.tune_batch(G, targets, pivots, lpips)
+    for k in range(2):
+        alone = inverter.invert(G, targets[k], seed=3)
+        assert torch.allclose(alone.pivot, pivots[k], atol=1e-4)
+        assert alone.losses[0]["noise_reg"] == 0  # StyleGAN3 has no noise maps
+        one = tuner.tune(G, targets[k], pivots[k], lpips)
+        with torch.no_grad():
+            image, image_alone = (result.generator.synthesis(pivots[k]) for result in (tuned[k], one))
+            start = G.synthesis(pivots[k])
+        assert (image - image_alone).abs().mean() < 0.02 * (image_alone - start).abs().mean()
+
+
 # ---------------------------------------------------------------------------------------------
 # A whole run on an official-format StyleGAN3 pickle.
 
@@ -292,6 +319,13 @@ def test_run_py_inverts_tunes_and_edits_an_sg3_pickle(run_inputs):
                                                                    ("direction", 2.0), ("direction", 2.0)]
     grid = np.asarray(PIL.Image.open(out / "images" / edits[0]["image"] / "edits.png"))
     assert grid.shape[:2] == (2 * 64, 4 * 64)
+    # The tuned generator is stored as a delta of the StyleGAN3 base and renders the tuned image.
+    image_dir = out / "images" / edits[0]["image"]
+    tuned = load_tuned(image_dir / "tuned_G.pt", load_generator(path))
+    with torch.no_grad():
+        render = tuned.synthesis(torch.load(image_dir / "tuned_pivot.pt", weights_only=True)).clamp(-1, 1)
+    saved = torch.tensor(np.array(PIL.Image.open(image_dir / "tuned.png"))).permute(2, 0, 1).float() / 127.5 - 1
+    assert (render[0] - saved).abs().max() < 0.02
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,3 +385,18 @@ def test_run_py_transform_edits_of_an_sg3_pickle(run_inputs):
     grid = np.asarray(PIL.Image.open(out / "images" / rows[0]["image"] / "edits.png")).astype(float)
     reconstruction, shifted = grid[:, 64:128], grid[:, 4 * 64:5 * 64]
     assert np.abs(shifted[:, 16:] - reconstruction[:, :-16]).mean() < 0.2 * np.abs(shifted - reconstruction).mean()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stages", [
+    ["mode=multi", "regularizer=locality", "inverter=w_plus", "editor=ganspace", "editor.num_samples=2000"],
+    ["batch_size=2", "tuner=joint", "inverter.autocast=bf16", "tuner.autocast=bf16", "editor=styleclip", "editor.steps=5"],
+], ids=["multi-locality-wplus-ganspace", "batch2-joint-bf16-styleclip"])
+def test_run_py_other_methods_on_an_sg3_pickle(run_inputs, stages):
+    root, path, faces, _ = run_inputs
+    out = root / ("run_" + stages[0].replace("=", "_"))
+    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}", *RUN,
+           "inverter.steps=10", "tuner.steps=10", *stages)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == [] and summary["stages"]["tuning"]["lpips"] < summary["stages"]["inversion"]["lpips"]
+    assert sum(json.loads(line)["stage"] == "edit" for line in (out / "results.jsonl").read_text().splitlines()) >= 4

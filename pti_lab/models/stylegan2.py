@@ -122,7 +122,8 @@ def modulated_conv2d(
         scales = styles.reshape(N, 1, I, 1, 1)
         if out_scale is not None:
             scales = scales * out_scale.reshape(N, O, 1, 1, 1)
-        w = weight.unsqueeze(0) * scales  # [N, O, I, k, k]
+        # In x's dtype: under autocast inside torch.func.vmap (batched tuning) conv2d is not cast for us.
+        w = (weight.unsqueeze(0) * scales).to(x.dtype)  # [N, O, I, k, k]
         x = x.reshape(1, N * I, H, W)
         if up == 1:
             conv_bias = bias.repeat(N) if bias is not None else None

@@ -20,6 +20,7 @@ from pti_lab.errors import BadInputError, CheckpointError
 from pti_lab.inversion import WInverter
 from pti_lab.models import LPIPS
 from pti_lab.models import load_generator, save_generator
+from pti_lab.models.checkpoint_writers import rosinality_incompatibility, save_official
 from pti_lab.models.checkpoints import new_generator
 from pti_lab.models.delta import load_tuned, save_tuned
 from pti_lab.models.stylegan3 import Generator, filtered_lrelu
@@ -184,6 +185,16 @@ def test_unknown_sg3_option_is_refused(tmp_path):
     path.write_bytes(dumps_network_pickle(G))
     with pytest.raises(CheckpointError, match="odd.pkl: unsupported StyleGAN3 synthesis option warp_speed=9"):
         load_generator(path)
+
+
+def test_export_writes_the_users_sg3_pickle_back_and_refuses_rosinality(tmp_path):
+    path, data = official_pickle(tmp_path, "r16")
+    G = load_generator(path)
+    with torch.no_grad():
+        G.synthesis.L3_36_32.weight.add_(0.1)  # as tuning changes it
+    exported = save_official(G, path, tmp_path / "tuned.pkl")
+    assert torch.equal(render(load_generator(exported)), render(G))
+    assert "has only StyleGAN2, and this generator is stylegan3" in rosinality_incompatibility(G)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ _ROSINALITY_FIXED = {
 def rosinality_incompatibility(G: Generator) -> str | None:
     """Why G cannot be written as a rosinality checkpoint, or None when it can."""
     kwargs = G.init_kwargs
+    if kwargs.get("network", "stylegan2") != "stylegan2":
+        return f"rosinality stylegan2-pytorch has only StyleGAN2, and this generator is {kwargs['network']}"
     if G.z_dim != G.w_dim:
         return f"rosinality's mapping takes z of w_dim, and this generator has z_dim {G.z_dim}, w_dim {G.w_dim}"
     for key, required in _ROSINALITY_FIXED.items():

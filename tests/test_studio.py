@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pti_lab.editing.directions import read_boundaries
 from pti_lab.editing.interfacegan import InterfaceGANEditor
 from pti_lab.editing.mix import MixEditor
 from pti_lab.errors import BadInputError
@@ -136,6 +137,18 @@ def test_mix_editor_is_the_sum_of_its_directions(studio):
         MixEditor()
 
 
+def test_direction_files_become_sliders(run_dir, tmp_path, shared_fixtures):
+    frown = tmp_path / "frown.pt"
+    torch.save(-read_boundaries()["boundaries"]["smile"][None], frown)  # PTI's [1, w_dim] layout
+    studio = Studio(run_dir, directions=(frown,), components=0)
+    assert studio.sliders()[-1].key == "frown" and studio.sliders()[-1].source == str(frown)
+    # The file is the smile boundary negated: +t of it is -t of smile, pixel for pixel.
+    assert np.array_equal(studio.render("ood_000", {"frown": 2.0}).tuned, studio.render("ood_000", {"smile": -2.0}).tuned)
+    ffhq = shared_fixtures / "ffhq_directions" / "pti_interfacegan_smile.pt"
+    with pytest.raises(BadInputError, match="512 dimensions but the generator's W has 256"):
+        Studio(run_dir, directions=(ffhq,), components=0).sliders()
+
+
 def test_bad_inputs_are_one_line(run_dir, tmp_path):
     with pytest.raises(BadInputError, match="not a pti-lab run or sweep directory"):
         Studio(tmp_path)
@@ -239,6 +252,14 @@ def test_page_slide_save_in_a_browser(browser, run_dir, tmp_path):
         recipe = json.loads((folder / "recipe.json").read_text())
         assert [(e["slider"], e["strength"]) for e in recipe["edits"]] == [("smile", 3.0)]
         assert torch.load(folder / "latent.pt", weights_only=True).shape == (1, 10, 256)
+
+        page.fill("#prompt textarea", "a smiling face")
+        page.fill("#steps input", "3")
+        page.click("#run-styleclip")
+        page.wait_for_function("document.querySelector('#status').innerText.includes('StyleCLIP direction')",
+                               timeout=60_000)
+        assert page.locator("#slider-styleclip-0").is_visible()
+        assert "styleclip: a smiling face (ood_000)" in page.inner_text("#slider-styleclip-0")
         assert not outside, f"the page fetched from outside: {outside[:3]}"
     finally:
         process.kill()

@@ -53,3 +53,5 @@ def test_rows_carry_the_groups_peak_and_the_summary_its_mean_and_largest_per_ima
     assert summary["peak_memory"] == {"measure": "rss" if sys.platform.startswith("linux") else "rss_process",
                                       "mean_mb": round((peaks["a"] + peaks["b"]) / 2, 1),
                                       "max_mb": max(peaks.values()), "images": 2}
+    resumed = Recorder(RunStore(tmp_path)).summary({}, {})  # a re-run that found every image done
+    assert resumed["peak_memory"] == summary["peak_memory"]

@@ -3,6 +3,7 @@ the local results store and to the logger (W&B or none) together, so neither can
 other got. The store is always written; the logger is an extra view of the same numbers.
 """
 
+import json
 import logging
 from typing import Optional
 
@@ -86,8 +87,11 @@ class Recorder:
         self.store.record_failure(image, reason)
 
     def summary(self, choices: dict, extra: dict) -> dict:
-        """Write summary.json: the store's means, `extra`, and the peak memory per image (`peak_memory`)."""
-        peak = peak_memory_summary(self.store.results(), self.memory.measure if self.memory else None)
+        """Write summary.json: the store's means, `extra`, and the peak memory per image (`peak_memory`;
+        a resumed run that measured nothing new keeps what its earlier summary said was measured)."""
+        earlier = self.store.summary_path.is_file() and json.loads(self.store.summary_path.read_text())
+        measure = self.memory.measure if self.memory else ((earlier or {}).get("peak_memory") or {}).get("measure")
+        peak = peak_memory_summary(self.store.results(), measure)
         summary = self.store.write_summary(choices, {**extra, **({"peak_memory": peak} if peak else {})})
         self.logger.log_summary(summary)
         return summary

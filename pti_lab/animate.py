@@ -37,9 +37,11 @@ CAPTION = 32       # pixels of caption under the pictures (frame sizes stay mult
 
 def frame(tuned: torch.Tensor, original: torch.Tensor, caption: str) -> np.ndarray:
     """uint8 [PANEL + CAPTION, 2 PANEL, 3]: the two [1, C, R, R] images side by side, captioned."""
-    pictures = [Image.fromarray(to_uint8(image.clamp(-1, 1))[0].squeeze(-1) if image.shape[1] == 1
-                                else to_uint8(image.clamp(-1, 1))[0]).convert("RGB").resize((PANEL, PANEL), Image.NEAREST)
-                for image in (tuned, original)]
+    pictures = []
+    for image in (tuned, original):
+        pixels = to_uint8(image.clamp(-1, 1))[0]  # [R, R, C]; grey images keep one channel
+        pictures.append(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+                        .resize((PANEL, PANEL), Image.NEAREST))
     canvas = Image.new("RGB", (2 * PANEL, PANEL + CAPTION), "white")
     for k, picture in enumerate(pictures):
         canvas.paste(picture, (k * PANEL, 0))

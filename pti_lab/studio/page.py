@@ -13,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 from typing import Callable, Optional  # noqa: E402
 
 from pti_lab.extras import require  # noqa: E402
+from pti_lab.finished_run import PICTURES  # noqa: E402
 from pti_lab.studio.session import Slider, Studio  # noqa: E402
 
 SPARE_SLIDERS = 4  # slots for StyleCLIP directions made on the page
@@ -82,7 +83,7 @@ def build_page(studio: Optional[Studio], problem: Optional[str] = None, title: s
         sliders = []
         with gr.Row():
             with gr.Column():
-                for i, s in enumerate(fixed):
+                for s in fixed:
                     sliders.append(gr.Slider(s.minimum, s.maximum, value=s.value, step=0.05, label=s.key,
                                              elem_id=f"slider-{s.key}"))
                 spares = [gr.Slider(-1, 1, value=0, step=0.01, label=f"(StyleCLIP {i + 1})", visible=False,
@@ -106,8 +107,7 @@ def build_page(studio: Optional[Studio], problem: Optional[str] = None, title: s
 
         def show_image(label):
             image = studio.image(label)
-            pictures = [str(image.picture(kind)) if image.picture(kind).is_file() else None
-                        for kind in ("target", "inversion", "tuned")]
+            pictures = [str(image.picture(kind)) if image.picture(kind).is_file() else None for kind in PICTURES]
             return (*pictures, metrics_table(studio.metrics(label)), "")
 
         def update(label, *args):

@@ -23,7 +23,7 @@ import torch
 
 from pti_lab.animate import ANIMATIONS_DIR, sweep_frames, write_video
 from pti_lab.atomic import save_torch
-from pti_lab.editing.directions import BOUNDARIES_KIND, load_direction, read_boundaries
+from pti_lab.editing.directions import load_direction, read_boundaries
 from pti_lab.editing.mix import MixEditor
 from pti_lab.errors import BadInputError
 from pti_lab.finished_run import FinishedRun, TunedImage, compose_editor
@@ -133,7 +133,7 @@ class Studio:
         data = read_boundaries()
         fitted_on = data.get("generator_fingerprint")
         vectors = data["boundaries"]
-        if data.get("kind") != BOUNDARIES_KIND or any(v.numel() != base.w_dim for v in vectors.values()):
+        if any(v.numel() != base.w_dim for v in vectors.values()):
             return []
         if fitted_on and fitted_on != generator_fingerprint(base):
             return []

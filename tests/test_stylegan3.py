@@ -110,25 +110,34 @@ def test_designed_filters_and_geometry_match_official(name):
             [geometry["padding"], geometry["up_factor"], geometry["down_factor"], geometry["in_size"], geometry["out_size"]]
 
 
-def test_filtered_lrelu_matches_its_definition():
-    """Against the definition written out: zero insertion, pad, full 2-D convolution, lrelu, clamp,
-    full convolution, subsampling (the slow way)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn([2, 3, 9, 9], generator=gen)
-    up_taps, down_taps = torch.rand(8, generator=gen), torch.rand(6, 6, generator=gen)
-    padding = [5, 2, 4, 3]
-    ours = filtered_lrelu(x, up_taps, down_taps, up=2, down=2, padding=padding, gain=1.7, slope=0.2, clamp=0.9)
+@pytest.mark.parametrize("radial", [False, True])
+@pytest.mark.parametrize("size, padding, up", [(9, [5, 2, 4, 3], 2), (7, [3, 6, 5, 4], 4), (20, [-3, -4, -2, -5], 2)])
+def test_filtered_lrelu_and_its_gradient_match_its_definition(radial, size, padding, up):
+    """Against the definition written out with differentiable ops: zero insertion, pad, full 2-D
+    convolution, lrelu, clamp, full convolution, subsampling (the slow way). Ours keeps one byte per
+    upsampled sample for its backward pass and computes the filters' transposes there."""
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randn([2, 3, size, size], generator=gen, dtype=torch.float64, requires_grad=True)
+    up_taps = torch.rand(6 * up, generator=gen, dtype=torch.float64)
+    down_taps = torch.rand(*([12, 12] if radial else [12]), generator=gen, dtype=torch.float64)
+    ours = filtered_lrelu(x, up_taps, down_taps, up=up, down=2, padding=padding, gain=1.7, slope=0.2, clamp=0.9)
 
-    up = torch.zeros([2, 3, 18, 18])
-    up[:, :, ::2, ::2] = x
-    up = torch.nn.functional.pad(up, padding)
-    kernel = (torch.outer(up_taps, up_taps) * 4).flip([0, 1])
-    y = torch.nn.functional.conv2d(up.reshape(6, 1, *up.shape[2:]), kernel[None, None]).reshape(2, 3, *[s - 7 for s in up.shape[2:]])
+    zero_inserted = torch.zeros([2, 3, size * up, size * up], dtype=torch.float64)
+    zero_inserted[:, :, ::up, ::up] = 1
+    upsampled = torch.nn.functional.pad(x.repeat_interleave(up, 2).repeat_interleave(up, 3) * zero_inserted, padding)
+    kernel = (torch.outer(up_taps, up_taps) * up * up).flip([0, 1])
+    y = torch.nn.functional.conv2d(upsampled.reshape(6, 1, *upsampled.shape[2:]), kernel[None, None])
     y = (torch.nn.functional.leaky_relu(y, 0.2) * 1.7).clamp(-0.9, 0.9)
-    y = torch.nn.functional.conv2d(y.reshape(6, 1, *y.shape[2:]), down_taps.flip([0, 1])[None, None])
+    assert 0.05 < (y.abs() == 0.9).double().mean() < 0.95  # the clamp matters
+    down_kernel = down_taps if radial else torch.outer(down_taps, down_taps)
+    y = torch.nn.functional.conv2d(y, down_kernel.flip([0, 1])[None, None])
     expected = y.reshape(2, 3, *y.shape[2:])[:, :, ::2, ::2]
     assert ours.shape == expected.shape
-    assert torch.allclose(ours, expected, atol=1e-5)
+    assert torch.allclose(ours, expected, atol=1e-10)
+    weights = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
+    grad_ours, = torch.autograd.grad((ours * weights).sum(), x)
+    grad_expected, = torch.autograd.grad((expected * weights).sum(), x)
+    assert torch.allclose(grad_ours, grad_expected, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,19 +55,35 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
     return torch.as_tensor(taps / taps.sum(), dtype=torch.float32)
 
 
+def _fir_weight(taps: torch.Tensor, C: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """Depthwise conv weight [C, 1, k, 1] (dim 2, rows) or [C, 1, 1, k] (dim 3, columns) of 1-D taps."""
+    shape = (1, taps.numel()) if dim == 3 else (taps.numel(), 1)
+    return taps.to(dtype).reshape(1, 1, *shape).expand(C, 1, *shape)
+
+
+def _axis(dim: int, value: int, other: int = 1) -> tuple[int, int]:
+    return (other, value) if dim == 3 else (value, other)
+
+
+def _up_crop(k: int, up: int, pad: tuple[int, int]) -> tuple[int, int]:
+    """The transposed conv is the full convolution of the zero-inserted signal, (L - 1) * up + k
+    samples; the padded valid convolution keeps [k - 1 - pad0, ...): F.pad amounts that cut it so."""
+    return pad[0] - k + 1, up + pad[1] - k
+
+
 def _fir_up_1d(x: torch.Tensor, taps: torch.Tensor, up: int, pad: tuple[int, int], dim: int) -> torch.Tensor:
     """Along dim (2 = rows, 3 = columns): insert up - 1 zeros after each sample, pad (negative crops)
     and convolve with taps, keeping the samples whose filter footprint lies in the padded signal."""
-    k = taps.numel()
-    C = x.shape[1]
-    shape = (1, k) if dim == 3 else (k, 1)
-    weight = taps.to(x.dtype).reshape(1, 1, *shape).expand(C, 1, *shape)
-    stride = (1, up) if dim == 3 else (up, 1)
-    # The transposed conv is the full convolution of the zero-inserted signal: (L - 1) * up + k
-    # samples, of which the padded valid convolution keeps [k - 1 - pad0, ...).
-    x = F.conv_transpose2d(x, weight, stride=stride, groups=C)
-    lo, hi = pad[0] - k + 1, up + pad[1] - k
+    x = F.conv_transpose2d(x, _fir_weight(taps, x.shape[1], dim, x.dtype), stride=_axis(dim, up), groups=x.shape[1])
+    lo, hi = _up_crop(taps.numel(), up, pad)
     return F.pad(x, [lo, hi, 0, 0] if dim == 3 else [0, 0, lo, hi])
+
+
+def _fir_up_1d_adjoint(g: torch.Tensor, taps: torch.Tensor, up: int, pad: tuple[int, int], dim: int) -> torch.Tensor:
+    """The transpose of _fir_up_1d (a linear map): the gradient of its input from that of its output."""
+    lo, hi = _up_crop(taps.numel(), up, pad)
+    g = F.pad(g, [-lo, -hi, 0, 0] if dim == 3 else [0, 0, -lo, -hi])
+    return F.conv2d(g, _fir_weight(taps, g.shape[1], dim, g.dtype), stride=_axis(dim, up), groups=g.shape[1])
 
 
 def _fir_down(x: torch.Tensor, taps: torch.Tensor, down: int) -> torch.Tensor:
@@ -76,10 +92,61 @@ def _fir_down(x: torch.Tensor, taps: torch.Tensor, down: int) -> torch.Tensor:
     if taps.ndim == 2:
         kernel = taps.flip([0, 1]).to(x.dtype)[None, None].expand(C, 1, *taps.shape)
         return F.conv2d(x, kernel, stride=down, groups=C)
-    k = taps.numel()
-    flipped = taps.flip([0]).to(x.dtype)
-    x = F.conv2d(x, flipped.reshape(1, 1, 1, k).expand(C, 1, 1, k), stride=(1, down), groups=C)
-    return F.conv2d(x, flipped.reshape(1, 1, k, 1).expand(C, 1, k, 1), stride=(down, 1), groups=C)
+    flipped = taps.flip([0])
+    x = F.conv2d(x, _fir_weight(flipped, C, 3, x.dtype), stride=(1, down), groups=C)
+    return F.conv2d(x, _fir_weight(flipped, C, 2, x.dtype), stride=(down, 1), groups=C)
+
+
+def _fir_down_adjoint(g: torch.Tensor, taps: torch.Tensor, down: int, size: Sequence[int]) -> torch.Tensor:
+    """The transpose of _fir_down for an input of `size` (H, W): strided transposed convolutions."""
+    C, H, W = g.shape[1], int(size[0]), int(size[1])
+
+    def extra(length: int, taps_count: int, out: int) -> int:  # samples the strided conv never reached
+        return length - ((out - 1) * down + taps_count)
+    if taps.ndim == 2:
+        kernel = taps.flip([0, 1]).to(g.dtype)[None, None].expand(C, 1, *taps.shape)
+        return F.conv_transpose2d(g, kernel, stride=down, groups=C, output_padding=(
+            extra(H, taps.shape[0], g.shape[2]), extra(W, taps.shape[1], g.shape[3])))
+    k, flipped = taps.numel(), taps.flip([0])
+    g = F.conv_transpose2d(g, _fir_weight(flipped, C, 2, g.dtype), stride=(down, 1), groups=C,
+                           output_padding=(extra(H, k, g.shape[2]), 0))
+    return F.conv_transpose2d(g, _fir_weight(flipped, C, 3, g.dtype), stride=(1, down), groups=C,
+                              output_padding=(0, extra(W, k, g.shape[3])))
+
+
+def _up_separable(x: torch.Tensor, taps: torch.Tensor, up: int, padding: Sequence[int]) -> torch.Tensor:
+    # Rows first: the slower of the two passes then runs on the smaller image.
+    x = _fir_up_1d(x, taps, up, (padding[2], padding[3]), dim=2)
+    return _fir_up_1d(x, taps, up, (padding[0], padding[1]), dim=3)
+
+
+class _SeparableFilteredLReLU(torch.autograd.Function):
+    """filtered_lrelu with a separable upsampling filter, keeping for the backward pass one byte per
+    upsampled sample (which branch of the activation it took) instead of the float intermediates that
+    autograd would keep (about five per layer, each up * up times the layer's input): both filters
+    are linear, so their gradients are their transposes and need no saved input."""
+
+    @staticmethod
+    def forward(ctx, x, taps, down_filter, up, down, padding, slope, clamp):  # noqa: D102
+        y = _up_separable(x, taps, up, padding)
+        branch = (y > 0).to(torch.uint8) + 1  # 1: slope (leaky ReLU's gradient at 0 too), 2: identity
+        y = F.leaky_relu_(y, slope)
+        if clamp is not None:
+            branch.masked_fill_(y.abs() > clamp, 0)  # 0: clamped, no gradient
+            y = y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(branch, taps, down_filter)
+        ctx.options, ctx.size = (up, down, tuple(padding), slope), y.shape[2:]
+        return _fir_down(y, down_filter, down)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        branch, taps, down_filter = ctx.saved_tensors
+        up, down, padding, slope = ctx.options
+        g = _fir_down_adjoint(grad.contiguous(memory_format=torch.channels_last), down_filter, down, ctx.size)
+        g = g * torch.tensor([0.0, slope, 1.0], dtype=g.dtype, device=g.device)[branch.int()]  # by branch
+        g = _fir_up_1d_adjoint(g, taps, up, (padding[0], padding[1]), dim=3)
+        g = _fir_up_1d_adjoint(g, taps, up, (padding[2], padding[3]), dim=2)
+        return g, None, None, None, None, None, None, None
 
 
 def filtered_lrelu(
@@ -98,15 +165,19 @@ def filtered_lrelu(
     The activation gain is moved into the upsampling filter: lrelu(g * y) = g * lrelu(y) for g > 0,
     and both are linear up to the activation."""
     assert gain > 0 and slope >= 0
-    px0, px1, py0, py1 = (int(p) for p in padding)
+    px0, px1, py0, py1 = padding = [int(p) for p in padding]
     scale = up * up * gain
     # Depthwise FIR convolutions are several times faster on channels-last tensors on a CPU (measured:
     # 57 ms -> 6 ms for a 1-D x2 upsampling of 128 x 150 x 150); their outputs stay channels-last.
-    # Inside torch.func.vmap (batched tuning) memory formats cannot be chosen and in-place clamping has
-    # no batching rule: there tensors stay as they are and the clamp makes a new one.
+    # Inside torch.func.vmap (batched tuning) memory formats cannot be chosen, in-place clamping has
+    # no batching rule and autograd Functions need one: there the plain ops below run as they are.
     batched = torch._C._functorch.is_batchedtensor(x)
     if not batched:
         x = x.contiguous(memory_format=torch.channels_last)
+    separable = up_filter is not None and up_filter.ndim == 1 and down_filter is not None
+    if separable and not batched and slope != 1 and torch.is_grad_enabled() and x.requires_grad:
+        return _SeparableFilteredLReLU.apply(x, up_filter * math.sqrt(scale), down_filter, up, down, padding,
+                                             slope, clamp)
     if up_filter is None:
         if up > 1:
             N, C, H, W = x.shape
@@ -114,10 +185,7 @@ def filtered_lrelu(
         x = F.pad(x, [px0, px1, py0, py1])
         x = x * scale if scale != 1 else x
     elif up_filter.ndim == 1:
-        taps = up_filter * math.sqrt(scale)  # half of the gain per pass
-        # Rows first: the slower of the two passes then runs on the smaller image.
-        x = _fir_up_1d(x, taps, up, (py0, py1), dim=2)
-        x = _fir_up_1d(x, taps, up, (px0, px1), dim=3)
+        x = _up_separable(x, up_filter * math.sqrt(scale), up, padding)  # half of the gain per pass
     else:
         C, (kh, kw) = x.shape[1], up_filter.shape
         weight = (up_filter * scale).to(x.dtype)[None, None].expand(C, 1, kh, kw)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from pti_lab.models.checkpoints import load_generator
+from pti_lab.models.checkpoints import load_generator, new_generator
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.synthfaces import shipped
 
@@ -21,7 +21,8 @@ def make_generator(path: Optional[str] = None, architecture: Optional[dict] = No
     """The configured generator: a checkpoint, fresh weights, or the shipped synthfaces generator.
 
     path:         checkpoint file or URL for load_generator; takes precedence.
-    architecture: Generator constructor arguments for fresh weights (used when path is None).
+    architecture: Generator constructor arguments for fresh weights (used when path is None);
+                  with network: stylegan3, a StyleGAN3 generator's.
     seed:         seed of the fresh weights.
     With neither, the synthfaces generator that ships with pti-lab (hash-checked), carrying its
     measured tuning early stop (`tuning_lpips_threshold`).
@@ -31,7 +32,7 @@ def make_generator(path: Optional[str] = None, architecture: Optional[dict] = No
     if architecture:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            G = Generator(**architecture)
+            G = new_generator(dict(architecture))
         log.info("generator: fresh weights (seed %d), %d px", seed, G.img_resolution)
         return G.eval().requires_grad_(False).to(device)
     G = load_generator(shipped.path_of(shipped.GENERATOR_FILE), device)

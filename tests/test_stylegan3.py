@@ -229,6 +229,17 @@ def test_own_format_round_trip_and_delta(radial, tmp_path):
     assert torch.allclose(render(load_tuned(tmp_path / "delta.pt", G)), render(tuned), atol=2e-3)
 
 
+def test_generator_fresh_stylegan3_config_builds_one():
+    from omegaconf import OmegaConf
+    from pti_lab.generators import make_generator
+    config = OmegaConf.load(REPO / "conf" / "generator" / "fresh_stylegan3.yaml")
+    architecture = OmegaConf.to_container(config.architecture)
+    G = make_generator(architecture=dict(architecture, img_resolution=16), seed=1)
+    assert isinstance(G, Generator) and G.num_ws == 16 and G.init_kwargs["network"] == "stylegan3"
+    assert torch.equal(make_generator(architecture=dict(architecture, img_resolution=16), seed=1).synthesis.input.freqs,
+                       G.synthesis.input.freqs)  # seeded
+
+
 def test_batch_renders_each_image_as_alone():
     G = small_generator(radial=True)
     together = render(G, count=3)

@@ -25,7 +25,7 @@ left out and the group tuned again without it, any other failed tuning fails the
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -40,8 +40,7 @@ from pti_lab.errors import PTILabError
 from pti_lab.inversion.pivot_cache import PivotCache
 from pti_lab.inversion.projector import Inversion
 from pti_lab.metrics.drift import locality_drift
-from pti_lab.metrics.edit_scores import EditMetrics
-from pti_lab.metrics.image import reconstruction_row
+from pti_lab.metrics.run_metrics import RunMetrics
 from pti_lab.models.delta import load_tuned, save_tuned
 from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
@@ -62,12 +61,12 @@ class Stages:
     """The components a run is made of, built from the config."""
     generator: Generator                 # the base generator (never modified)
     inverter: object                     # image -> pivot: invert(G, target, seed, on_step) -> Inversion
-    perceptual: torch.nn.Module          # LPIPS of the tuning loss and of the locality drift
+    perceptual: torch.nn.Module          # LPIPS of the tuning loss
     identity: Optional[torch.nn.Module]  # face identity for id_sim; None = not measured
     tuner: Optional[object] = None       # pivot -> tuned generator: tune(...) -> Tuning; None = no tuning
     regularizer: Optional[object] = None  # locality regulariser of the tuning; None = none
     editor: Optional[Editor] = None      # latent edits of the pivots; None = no editing
-    edit_metrics: Optional[EditMetrics] = None  # scores of the edits (attribute changes)
+    metrics: RunMetrics = field(default_factory=RunMetrics)  # reconstruction and edit metrics
 
 
 @dataclass
@@ -146,7 +145,7 @@ class Driver:
             start = time.perf_counter()
             tuned = self.process(group)
             if self.mode == "multi" and tuned is not None:
-                extra["locality"] = locality_drift(self.G, tuned, self.stages.perceptual, seed=self.seed)
+                extra["locality"] = locality_drift(self.G, tuned, self.stages.metrics.eval_size, seed=self.seed)
             log.info("%s", progress.advance([sample.name for sample in group], time.perf_counter() - start))
         return extra
 
@@ -203,7 +202,7 @@ class Driver:
     # -- the stages -------------------------------------------------------------------------------
 
     def measure(self, target: torch.Tensor, reconstruction: torch.Tensor) -> dict:
-        return reconstruction_row(target, reconstruction.clamp(-1, 1), self.stages.identity)
+        return self.stages.metrics.reconstruction(target, reconstruction.clamp(-1, 1), self.stages.identity)
 
     def invert_all(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each image's pivot [1, num_ws, w_dim]: stored by an earlier run, taken from the pivot cache,
@@ -398,7 +397,7 @@ class Driver:
         """Edit the pivot; score each edit rendered with `tuned` and, for comparison, the original G."""
         start = time.perf_counter()
         editing = self.stages.editor.edits(tuned, pivot, on_step=self.recorder.on_step(name, "edit"))
-        scores = self.stages.edit_metrics or EditMetrics()
+        scores = self.stages.metrics.edits
         compare = tuned is not self.G
         reconstruction = synthesize(tuned, pivot).clamp(-1, 1)
         original_reconstruction = synthesize(self.G, pivot).clamp(-1, 1) if compare else None

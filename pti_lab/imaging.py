@@ -11,6 +11,7 @@ from typing import Optional
 import PIL.Image
 import PIL.ImageOps
 import torch
+import torch.nn.functional as F
 
 from pti_lab.errors import BadInputError
 
@@ -89,3 +90,15 @@ def check_image_pair(
     check_images(y, "y", where, value_range, tolerance, min_size)
     if x.shape != y.shape:
         raise BadInputError(f"{where}: x is {describe(x)} but y is {describe(y)}; shapes must match")
+
+
+def resize_square(images: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+    """`images` [N, C, H, W] resized to [N, C, size, size] (unchanged when None or already that size).
+
+    Bilinear with antialiasing, the resampling of the field's evaluation scripts: pSp/e4e's
+    `calc_losses_on_images.py` applies torchvision's `Resize((256, 256))` to PIL images, which is PIL's
+    bilinear filter, widened when downsampling (antialiased) and plain bilinear when upsampling.
+    torch's `antialias=True` is that filter on tensors; it is differentiable, so losses use it too."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

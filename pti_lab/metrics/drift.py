@@ -1,8 +1,11 @@
 """How much tuning changed the generator away from the tuned images (the paper's Fig. 15 measure)."""
 
-import torch
-import torch.nn.functional as F
+from typing import Optional
 
+import torch
+
+from pti_lab.imaging import resize_square
+from pti_lab.metrics.image import lpips, mse
 from pti_lab.models.stylegan2 import Generator
 
 
@@ -10,20 +13,21 @@ from pti_lab.models.stylegan2 import Generator
 def locality_drift(
     original: Generator,            # the generator before tuning
     tuned: Generator,               # the tuned generator
-    perceptual: torch.nn.Module,    # LPIPS network (alex)
+    eval_size: Optional[int] = None,  # both renders resized to this (px) before LPIPS and MSE; None: as rendered
     count: int = 64,                # seeded random latents compared
     seed: int = 0,                  # seed of their z
     truncation_psi: float = 1.0,    # truncation of the random latents
     batch: int = 16,                # latents rendered at once
 ) -> dict:
-    """Mean LPIPS and MSE between original(w) and tuned(w) over `count` random latents w = f(z)."""
+    """Mean LPIPS (AlexNet) and MSE between original(w) and tuned(w) over `count` random latents w = f(z),
+    measured at `eval_size` as the reconstruction metrics are."""
     device = next(original.parameters()).device
     z = torch.randn([count, original.z_dim], generator=torch.Generator().manual_seed(seed)).to(device)
     lpips_sum = mse_sum = 0.0
     for chunk in z.split(batch):
         ws = original.mapping(chunk, None, truncation_psi=truncation_psi)
-        before = original.synthesis(ws, noise_mode="const").clamp(-1, 1)
-        after = tuned.synthesis(ws, noise_mode="const").clamp(-1, 1)
-        lpips_sum += perceptual(before, after).sum().item()
-        mse_sum += F.mse_loss(after, before, reduction="none").flatten(1).mean(1).sum().item()
-    return {"lpips": lpips_sum / count, "mse": mse_sum / count, "latents": count}
+        before = resize_square(original.synthesis(ws, noise_mode="const").clamp(-1, 1), eval_size)
+        after = resize_square(tuned.synthesis(ws, noise_mode="const").clamp(-1, 1), eval_size)
+        lpips_sum += lpips(before, after).sum().item()
+        mse_sum += mse(before, after).sum().item()
+    return {"lpips": lpips_sum / count, "mse": mse_sum / count, "latents": count, "eval_size": before.shape[-1]}

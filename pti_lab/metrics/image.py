@@ -13,6 +13,12 @@ images, wrong layout, mismatched shapes) raise BadInputError (see pti_lab.imagin
              are clipped to 0 as torchmetrics' normalize='relu' does), 1 for identical images
     lpips    LPIPS v0.1 (AlexNet by default), >= 0, 0 for identical images
 
+Runs compare reconstructions at an evaluation size (`reconstruction_row(eval_size=...)`, the run's
+`metrics.eval_size`, 256 by default): both images are resized to eval_size x eval_size first, as the
+field's evaluation scripts do (`pti_lab.imaging.resize_square`). At 64 px AlexNet LPIPS is nearly
+blind: its first layer (11x11, stride 4) leaves a 15x15 map, and a reconstruction with smeared eyes
+scores a few thousandths.
+
 MS-SSIM at small sizes: the standard five scales need images of about 176 px or more. We keep as many
 of the five scales as leave the coarsest scale at least 16 px, so the 11-tap window fits (64 px -> 3
 scales, 128 -> 4, 256 and larger -> all 5; at least 16 px in all), and renormalise the kept
@@ -21,6 +27,7 @@ standard MS-SSIM; values at different sizes are not comparable.
 """
 
 import functools
+from typing import Optional
 
 import torch
 from torchmetrics.functional.image import (
@@ -29,7 +36,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from pti_lab.imaging import check_image_pair
+from pti_lab.imaging import check_image_pair, resize_square
 from pti_lab.models.lpips import LPIPS
 
 DATA_RANGE = 2.0  # width of [-1, 1]
@@ -105,16 +112,20 @@ def reconstruction_metrics(x: torch.Tensor, y: torch.Tensor, lpips_net: str = "a
     }
 
 
-def reconstruction_row(target: torch.Tensor, reconstruction: torch.Tensor, identity=None) -> dict:
-    """The results-row metrics of one image [1, 3, R, R] in [-1, 1]: the metrics above and `id_sim`
-    (cosine similarity under `identity`, an IdentityNetwork). A metric that cannot be computed is
-    None, with the reason under `reasons`; never a made-up number."""
+def reconstruction_row(target: torch.Tensor, reconstruction: torch.Tensor, identity=None,
+                       eval_size: Optional[int] = None) -> dict:
+    """The results-row metrics of one image [1, 3, R, R] in [-1, 1]: the metrics above on both images
+    resized to `eval_size` (None: as they are), that size as `eval_size`, and `id_sim` (cosine
+    similarity under `identity`, an IdentityNetwork, at the network's own input size). A metric that
+    cannot be computed is None, with the reason under `reasons`; never a made-up number."""
     row, reasons = {}, {}
-    for key, values in reconstruction_metrics(target, reconstruction).items():
+    x, y = resize_square(target, eval_size), resize_square(reconstruction, eval_size)
+    for key, values in reconstruction_metrics(x, y).items():
         value = values.item()
         row[key] = value if value == value and abs(value) != float("inf") else None
         if row[key] is None:
             reasons[key] = f"{key} is {value} (identical images give infinite PSNR)"
+    row["eval_size"] = x.shape[-1]
     if identity is None:
         row["id_sim"], reasons["id_sim"] = None, "no identity network configured"
     else:

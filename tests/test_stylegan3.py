@@ -431,3 +431,13 @@ def test_run_py_other_methods_on_an_sg3_pickle(run_inputs, stages):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == [] and summary["stages"]["tuning"]["lpips"] < summary["stages"]["inversion"]["lpips"]
     assert sum(json.loads(line)["stage"] == "edit" for line in (out / "results.jsonl").read_text().splitlines()) >= 4
+
+
+def test_bench_needs_an_official_checkout(tmp_path):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "pti_lab.bench.stylegan3", "--official", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"--official {tmp_path}: not a NVlabs/stylegan3 checkout (no training/networks_stylegan3.py)"

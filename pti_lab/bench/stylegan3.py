@@ -18,9 +18,10 @@ The two implementations take turns, step by step, so that other load on a shared
 alike; each time is the median of --reps steps after one warm-up step. Printed: milliseconds per
 step, and ours vs official as a speed ratio (official time / ours: above 1 means ours is faster).
 
-Memory per image: what autograd keeps for the backward pass of a tuning step (the activations, which
-dominate on a CPU), from steps of one and two images (pti_lab/batch_memory.py), at each of
---memory-sizes px with the same channel settings, for both implementations.
+Memory per image: what autograd keeps for the backward pass of a one-image tuning step (the
+activations, which dominate on a CPU; pti_lab/batch_memory.py's measure), at each of --memory-sizes px
+with the same channel settings; the official code's too at --official-memory-sizes (its reference ops
+keep several times more: at 1024 px more than most hosts have).
 """
 
 import argparse
@@ -34,8 +35,9 @@ from typing import Callable
 
 import torch
 
-from pti_lab.batch_memory import BatchMemory
+from pti_lab.batch_memory import peak_bytes
 from pti_lab.models.checkpoints import new_generator
+from pti_lab.runtime import keep_freed_memory
 from pti_lab.stacked import adam
 
 MiB = 2 ** 20
@@ -113,12 +115,12 @@ def memory_per_image(G: torch.nn.Module, options: dict) -> float:
     for p in G.synthesis.parameters():
         p.requires_grad_(True)
 
-    def forward(K: int) -> None:
-        ws = G.mapping(torch.randn([K, G.z_dim], generator=torch.Generator().manual_seed(K)), None).detach()
+    def forward() -> None:
+        ws = G.mapping(torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(1)), None).detach()
         G.synthesis(ws, noise_mode="const", **options)
-    per_image = BatchMemory(forward, torch.device("cpu")).per_image
+    kept = peak_bytes(forward, torch.device("cpu"))
     G.requires_grad_(False)
-    return per_image / MiB
+    return kept / MiB
 
 
 def main() -> None:
@@ -130,7 +132,10 @@ def main() -> None:
     parser.add_argument("--channel-max", type=int, default=128, help="official 512 (R: doubled, as official)")
     parser.add_argument("--reps", type=int, default=3, help="timed steps of each kind, after one warm-up")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[256, 1024], help="px of the memory rows")
+    parser.add_argument("--official-memory-sizes", type=int, nargs="*", default=[256],
+                        help="px at which the official code's memory is measured too")
     args = parser.parse_args()
+    keep_freed_memory()
 
     networks = import_official(args.official)
     official, ours = pair(networks, official_kwargs(args.config, args.resolution, args.channel_base, args.channel_max))
@@ -157,8 +162,8 @@ def main() -> None:
     print(f"{'memory':<10} {'official MiB/img':>16} {'ours MiB/img':>13}")
     for size in args.memory_sizes:
         official, ours = pair(networks, official_kwargs(args.config, size, args.channel_base, args.channel_max))
-        print(f"{f'{size} px':<10} {memory_per_image(official, official_options):>16.0f} "
-              f"{memory_per_image(ours, {}):>13.0f}")
+        theirs = f"{memory_per_image(official, official_options):.0f}" if size in args.official_memory_sizes else "-"
+        print(f"{f'{size} px':<10} {theirs:>16} {memory_per_image(ours, {}):>13.0f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ code (CPU reference ops) with seeded random weights; the command is in make_gold
 """
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -441,3 +442,41 @@ def test_bench_needs_an_official_checkout(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == \
         f"--official {tmp_path}: not a NVlabs/stylegan3 checkout (no training/networks_stylegan3.py)"
+
+
+OFFICIAL_CHECKOUT = os.environ.get("PTI_LAB_OFFICIAL_STYLEGAN3")  # a local NVlabs/stylegan3 checkout, never shipped
+
+WRITE_OFFICIAL_SNAPSHOT = """
+import copy, pickle, sys, types, torch
+from packaging.version import parse
+sys.modules.setdefault("pkg_resources", types.SimpleNamespace(parse_version=parse))
+import dnnlib
+from training import augment, networks_stylegan2, networks_stylegan3
+data = torch.load(sys.argv[1], weights_only=True)
+kwargs = dnnlib.EasyDict(copy.deepcopy(data["init_kwargs"]))
+kwargs.mapping_kwargs = dnnlib.EasyDict(kwargs.mapping_kwargs)
+G = networks_stylegan3.Generator(**kwargs).eval().requires_grad_(False)
+G.load_state_dict(data["state_dict"])
+D = networks_stylegan2.Discriminator(c_dim=0, img_resolution=G.img_resolution, img_channels=3, channel_base=64,
+                                     channel_max=16).eval().requires_grad_(False)
+snapshot = dict(G=copy.deepcopy(G), D=D, G_ema=G, augment_pipe=augment.AugmentPipe(xflip=1, rotate=1, hue=1),
+                training_set_kwargs=dict(path="ffhq.zip", resolution=G.img_resolution))
+with open(sys.argv[2], "wb") as f:
+    pickle.dump(snapshot, f)  # as training_loop.py writes network-snapshot-*.pkl
+"""
+
+
+@pytest.mark.skipif(not OFFICIAL_CHECKOUT, reason="set PTI_LAB_OFFICIAL_STYLEGAN3 to a local NVlabs/stylegan3 checkout")
+@pytest.mark.parametrize("name", ["t16", "r16"])
+def test_snapshot_written_by_the_official_code_loads_and_matches(name, tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / f"network-snapshot-{name}.pkl"
+    subprocess.run([sys.executable, "-c", WRITE_OFFICIAL_SNAPSHOT, str(GOLDEN_DIR / f"{name}.pt"), str(path)],
+                   cwd=OFFICIAL_CHECKOUT, check=True, timeout=300)
+    G, data = load_generator(path), golden(name)
+    for case in data["cases"]:
+        with torch.no_grad():
+            img = G(data["z"], None, truncation_psi=case["truncation_psi"], truncation_cutoff=case["truncation_cutoff"],
+                    noise_mode=case["noise_mode"], transform=case["transform"])
+        assert (img - case["img"]).abs().max() < PARITY

@@ -321,9 +321,7 @@ class SynthesisLayer(nn.Module):
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
-                fused_modconv: Optional[bool] = None, **_official_options) -> torch.Tensor:
-        # _official_options: force_fp32 / update_emas of the official call; this layer computes in
-        # fp32 (or the caller's autocast) and does not track magnitudes (inference and tuning only).
+                fused_modconv: Optional[bool] = None) -> torch.Tensor:
         assert noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}"
         in_w, in_h = int(self.in_size[0]), int(self.in_size[1])
         assert x.shape[1:] == (self.in_channels, in_h, in_w), x.shape  # [NCHW]
@@ -409,8 +407,11 @@ class SynthesisNetwork(nn.Module):
             self.layer_names.append(name)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", fused_modconv: Optional[bool] = None,
-                transform: Optional[torch.Tensor] = None, **_official_options) -> torch.Tensor:
-        # _official_options: force_fp32 / update_emas, accepted as the official call passes them.
+                transform: Optional[torch.Tensor] = None, force_fp32: bool = True,
+                update_emas: bool = False) -> torch.Tensor:
+        # force_fp32 and update_emas are the official call's: this network computes in fp32 (or under
+        # the caller's autocast) either way, and never trains, so it tracks no magnitudes.
+        assert not update_emas, "this StyleGAN3 does not train: update_emas is not supported"
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
             f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
         assert noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}"

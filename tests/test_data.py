@@ -34,7 +34,9 @@ def mixed_folder(tmp_path) -> Path:
     save(tmp_path / "b.JPG", (120, 80), format="JPEG")
     save(tmp_path / "c.png", (50, 70), "RGBA", (10, 200, 10, 128))
     save(tmp_path / "d.png", (33, 33), "L", 90)
-    save(tmp_path / "e.bmp", (90, 60), "P", 3)
+    palette_image = PIL.Image.new("P", (90, 60), 3)  # Pillow < 13 gives it no palette and writes a truncated BMP
+    palette_image.putpalette([value for index in range(256) for value in (index, 255 - index, 128)])
+    palette_image.save(tmp_path / "e.bmp")
     truncated = save(tmp_path / "f.png", (64, 64)).read_bytes()
     (tmp_path / "f.png").write_bytes(truncated[: len(truncated) // 2])
     (tmp_path / "g.jpg").write_text("not an image\n")

@@ -376,14 +376,12 @@ class ProjectorDistance(nn.Module):
         upsample: bool = False,              # images smaller than size are bilinear-upsampled to it
     ):
         super().__init__()
-        self.lpips = LPIPS("vgg", weights_path, heads_path, allow_download)
-        self.size, self.upsample = size, upsample
+        self.lpips = LPIPS("vgg", weights_path, heads_path, allow_download, min_size=size if upsample else None)
+        self.size = size
 
     def feature_maps_unchecked(self, img: torch.Tensor) -> list[torch.Tensor]:
         if img.shape[2] > self.size:
             img = F.interpolate(img, size=(self.size, self.size), mode="area")  # [NCHW]
-        elif self.upsample:
-            img = resize_square(img, self.size)
         return self.lpips.feature_maps_unchecked(img)
 
     def feature_maps(self, img: torch.Tensor) -> list[torch.Tensor]:

@@ -29,7 +29,6 @@ from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.run_record import prepare_run_dir, result_settings
 from pti_lab.tracking.recorder import Recorder
-from pti_lab.tuning import NoTuner
 from pti_lab.tracking.store import RunStore, image_grid, save_png
 from pti_lab.tracking.wandb_logger import sweep_group
 
@@ -87,13 +86,12 @@ def render_preview(G: Generator, count: int, truncation_psi: float, noise_mode: 
 
 
 def build_stages(cfg: DictConfig, device: torch.device) -> Stages:
-    tuner = build(cfg.tuner)
     stages = Stages(
         generator=build(cfg.generator, device=device),
         inverter=build(cfg.inverter),
         perceptual=build(cfg.perceptual).to(device),
         identity=build(cfg.identity),
-        tuner=None if isinstance(tuner, NoTuner) else tuner,  # tuner=none
+        tuner=build(cfg.tuner),
         regularizer=build(cfg.regularizer),
         editor=build(cfg.editor),
         metrics=build(cfg.metrics),

@@ -17,7 +17,6 @@ from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
 from pti_lab.metrics.edit_scores import EditMetrics, attribute_scores
 from pti_lab.generators import make_generator
 from pti_lab.models import Generator
-from pti_lab.models.identity import NoIdentity
 from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.tiny_clip import load_clip
 from pti_lab.synthfaces.predictor import AttributePredictor, SynthfacesIdentity
@@ -266,7 +265,7 @@ def test_shipped_boundaries_change_their_attribute(G, faces):
 def test_metrics_without_networks_are_null_with_reasons(G, faces):
     with torch.no_grad():
         image = G.synthesis(faces[:1], noise_mode="const")
-    row = EditMetrics(None).measure(image, image, image, NoIdentity(), ("smile",))
+    row = EditMetrics(None).measure(image, image, image, None, ("smile",))  # identity=none
     assert row["target_delta"] is None and row["other_delta"] is None and row["id_sim"] is None
     assert "metrics=none" in row["reasons"]["target_delta"] and "disabled" in row["reasons"]["id_sim"]
     with pytest.raises(BadInputError, match="editor attribute 'beard' is not scored .*available: age, eyes_open"):
@@ -336,8 +335,8 @@ def test_styleclip_w_plus_and_bad_settings(G, faces):
         StyleCLIPEditor(prompt="  ", clip=clip, id_lambda=0)
     with pytest.raises(BadInputError, match="unknown word 'moustache'.*knows only"):
         StyleCLIPEditor(prompt="a moustache", clip=clip, id_lambda=0)
-    with pytest.raises(BadInputError, match="needs a differentiable identity network, and NoIdentity is not"):
-        StyleCLIPEditor(prompt="a smiling face", clip=clip, identity=NoIdentity())
+    with pytest.raises(BadInputError, match="needs a differentiable identity network, and none is not"):
+        StyleCLIPEditor(prompt="a smiling face", clip=clip, identity=None)
 
 
 # ----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
+from pti_lab.metrics.image import reconstruction_row
 from pti_lab.models.arcface import IRSE50, load_ir_se50
-from pti_lab.models.identity import ArcFaceIdentity, DlibIdentity, NoIdentity
+from pti_lab.models.identity import ArcFaceIdentity, DlibIdentity
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -195,13 +196,12 @@ def test_arcface_accepts_checkpoint_without_batch_counters(tmp_path, arcface_sta
 
 
 def test_no_identity(astronaut):
-    similarities, reasons = NoIdentity().compare(astronaut, astronaut)
-    assert similarities == [None] and reasons == ["identity network disabled"]
-    assert NoIdentity().similarity(astronaut, astronaut) == [None]
+    row = reconstruction_row(astronaut, astronaut, identity=None)  # identity=none
+    assert row["id_sim"] is None and row["reasons"]["id_sim"] == "identity network disabled"
 
 
 def test_identity_configs_instantiate(arcface_file):
-    assert isinstance(hydra.utils.instantiate(OmegaConf.load(CONF / "none.yaml")), NoIdentity)
+    assert OmegaConf.load(CONF / "none.yaml") == {"identity": None}  # @package _global_: the node is null
     arcface_cfg = OmegaConf.load(CONF / "arcface.yaml")
     arcface_cfg.weights = str(arcface_file)
     assert isinstance(hydra.utils.instantiate(arcface_cfg), ArcFaceIdentity)

@@ -18,6 +18,7 @@ when an edit aims at a composite, its parts are not counted as "other".
 import torch
 
 from pti_lab.errors import BadInputError
+from pti_lab.metrics.image import IDENTITY_OFF
 
 COMPOSITES = {"age": ("wrinkles", "grey_hair"), "pose": ("yaw",)}
 
@@ -70,7 +71,7 @@ class EditMetrics:
         edited = edited.clamp(-1, 1)
         for key, reference in (("id_sim", reconstruction), ("id_sim_target", target)):
             if identity is None:
-                row[key], reasons[key] = None, "no identity network configured"
+                row[key], reasons[key] = None, IDENTITY_OFF
                 continue
             (similarity,), (reason,) = identity.compare(reference.clamp(-1, 1), edited)
             row[key] = similarity

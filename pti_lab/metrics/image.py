@@ -39,6 +39,8 @@ from torchmetrics.functional.image import (
 from pti_lab.imaging import check_image_pair, resize_square
 from pti_lab.models.lpips import LPIPS
 
+IDENTITY_OFF = "identity network disabled"  # the reason of id_sim null under identity=none
+
 DATA_RANGE = 2.0  # width of [-1, 1]
 SSIM_SIGMA = 1.5  # torchmetrics builds an 11-tap Gaussian window from it
 SSIM_WINDOW = 11
@@ -127,7 +129,7 @@ def reconstruction_row(target: torch.Tensor, reconstruction: torch.Tensor, ident
             reasons[key] = f"{key} is {value} (identical images give infinite PSNR)"
     row["eval_size"] = x.shape[-1]
     if identity is None:
-        row["id_sim"], reasons["id_sim"] = None, "no identity network configured"
+        row["id_sim"], reasons["id_sim"] = None, IDENTITY_OFF
     else:
         (similarity,), (reason,) = identity.compare(target, reconstruction)
         row["id_sim"] = similarity

@@ -2,12 +2,13 @@
 
 Every network takes images in [-1, 1], float [N, 3, H, W] RGB, and returns
 `(embeddings [N, D], valid [N] bool, reasons list[str | None])`. An image whose embedding could not
-be computed (no face found, network disabled) is invalid, its row is zeros and its reason says why;
-the run goes on and the metric is null for that image.
+be computed (no face found) is invalid, its row is zeros and its reason says why; the run goes on
+and the metric is null for that image.
 
     DlibIdentity     dlib HOG detector + 68 landmarks + 128-d ResNet face descriptor (offline).
     ArcFaceIdentity  IR-SE50 ArcFace as in pSp / e4e / PTI (weights: model_ir_se50.pth).
-    NoIdentity       identity=none: every similarity is null, reason "identity network disabled".
+
+`identity=none` builds no network: the metrics then report id_sim null, "identity network disabled".
 """
 
 from typing import Optional
@@ -22,7 +23,6 @@ from pti_lab.imaging import check_images
 from pti_lab.weights import cache_dir, resolve_weights, torch_hub_checkpoints_dir
 
 NO_FACE = "no face detected"
-DISABLED = "identity network disabled"
 
 
 class IdentityNetwork(torch.nn.Module):
@@ -189,20 +189,3 @@ class ArcFaceIdentity(IdentityNetwork):
         embeddings = self.net(self.preprocess(images.to(param.device, param.dtype)))  # [N, 512]
         valid = torch.ones(len(images), dtype=torch.bool, device=embeddings.device)
         return embeddings, valid, [None] * len(images)
-
-
-class NoIdentity(IdentityNetwork):
-    """identity=none: no embeddings; every similarity is None with reason "identity network disabled"."""
-
-    differentiable = False
-
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[Optional[str]]]:
-        check_images(images, "images", "NoIdentity")
-        count = len(images)
-        return images.new_zeros(count, 0), torch.zeros(count, dtype=torch.bool), [DISABLED] * count
-
-    def compare(
-        self, images_a: torch.Tensor, images_b: torch.Tensor
-    ) -> tuple[list[Optional[float]], list[Optional[str]]]:
-        super().compare(images_a, images_b)  # validates the inputs
-        return [None] * len(images_a), [DISABLED] * len(images_a)

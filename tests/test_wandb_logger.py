@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from pti_lab.tracking import wandb_logger
-from pti_lab.tracking.wandb_logger import NullLogger, WandbLogger, key_part, results_summary
+from pti_lab.tracking.recorder import Recorder
+from pti_lab.tracking.store import RunStore
+from pti_lab.tracking.wandb_logger import WandbLogger, key_part, results_summary
 from tests.conftest import REPO, run_py
 
 
@@ -319,12 +321,23 @@ def test_a_later_wandb_error_stops_logging_once(wandb_env, monkeypatch, caplog):
     assert logger.run is None and run._is_finished
 
 
-def test_disabled_mode_and_null_logger_do_nothing(wandb_env, monkeypatch):
+def test_disabled_mode_does_nothing(wandb_env, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    logger = WandbLogger()
-    full_cycle(logger, wandb_env / "run")
-    full_cycle(NullLogger(), wandb_env / "run")
+    full_cycle(WandbLogger(), wandb_env / "run")
     assert not (wandb_env / "run" / "wandb").exists()
+
+
+def test_a_recorder_without_logger_writes_the_store_only(wandb_env):
+    """logger=none: the Recorder gets None; rows, pictures and the summary are on disk all the same."""
+    run_dir = wandb_env / "run"
+    recorder = Recorder(RunStore(run_dir), logger=None)
+    recorder.start({}, name="test", group=None, tags=[], job_type="pti")
+    recorder.on_step("0001", "inversion")(0, {"loss": 1.0}, torch.zeros(1, 3, 8, 8))
+    recorder.result(ROWS[0], {"target": torch.zeros(1, 3, 8, 8)})
+    summary = recorder.summary({}, {})
+    recorder.finish()
+    assert RunStore(run_dir).results() == [ROWS[0]] and summary["images"] == 1
+    assert (run_dir / "images" / "0001" / "target.png").is_file() and not (run_dir / "wandb").exists()
 
 
 def test_logger_configs_instantiate():
@@ -335,7 +348,7 @@ def test_logger_configs_instantiate():
     logger = instantiate(wandb_cfg, mode="disabled")
     assert isinstance(logger, WandbLogger) and logger.project == "pti-lab" and logger.log_every == 10
     assert logger.preview_every == 100 and logger.log_generators is False
-    assert type(instantiate(OmegaConf.load(REPO / "conf" / "logger" / "none.yaml"))) is NullLogger
+    assert OmegaConf.load(REPO / "conf" / "logger" / "none.yaml") == {"logger": None}  # @package _global_
 
 
 def test_run_py_logs_a_live_offline_dashboard(wandb_env):

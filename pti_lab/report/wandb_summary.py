@@ -4,10 +4,10 @@ paper's tables next to the runs that made them."""
 
 from pti_lab.report.tables import to_rows
 from pti_lab.report.writer import Report
-from pti_lab.tracking.wandb_logger import NullLogger
+from pti_lab.tracking.wandb_logger import WandbLogger
 
 
-def publish(report: Report, logger: NullLogger, group: str) -> None:
+def publish(report: Report, logger: WandbLogger, group: str) -> None:
     """Log `report` as one run of job_type "summary" named "<group> summary" in `group`; the run's own
     files (an offline run) go to the report folder's wandb/."""
     out = report.html.parent

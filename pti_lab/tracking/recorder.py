@@ -14,7 +14,7 @@ from pti_lab.errors import DiskFullError
 from pti_lab.steps import StepCallback
 from pti_lab.tracking.memory import PEAK_MEMORY_KEY, PeakMemory, peak_memory_summary
 from pti_lab.tracking.store import RunStore, save_png
-from pti_lab.tracking.wandb_logger import NullLogger
+from pti_lab.tracking.wandb_logger import WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +23,22 @@ class Recorder:
     def __init__(
         self,
         store: RunStore,                      # results.jsonl, failed.json, summary.json, images/<name>/
-        logger: Optional[NullLogger] = None,  # W&B or nothing
+        logger: Optional[WandbLogger] = None,  # W&B; None: logger=none
     ):
         self.store = store
-        self.logger = logger or NullLogger()
+        self.logger = logger
         self.memory: Optional[PeakMemory] = None  # the peak memory of the group of images being processed
 
     def start(self, config: dict, name: str, group: Optional[str], tags: list[str], job_type: str) -> None:
-        self.logger.start(config=config, run_dir=str(self.store.run_dir), name=name, group=group, tags=tags,
-                          job_type=job_type)
+        if self.logger is not None:
+            self.logger.start(config=config, run_dir=str(self.store.run_dir), name=name, group=group, tags=tags,
+                              job_type=job_type)
 
     def on_step(self, image: str, stage: str) -> StepCallback:
         """The callback an optimisation of `image` at `stage` reports each step to (live curves)."""
         def report(step: int, losses: dict[str, float], renders: Optional[torch.Tensor]) -> None:
-            self.logger.log_step(image, stage, step, losses, renders)
+            if self.logger is not None:
+                self.logger.log_step(image, stage, step, losses, renders)
         return report
 
     def start_group(self, device: torch.device) -> None:
@@ -66,12 +68,14 @@ class Recorder:
             for key, picture in pictures.items():
                 self.store.save_png(row["image"], f"{key}.png", picture)
         self.store.append(row)
-        self.logger.log_result(row, pictures)
+        if self.logger is not None:
+            self.logger.log_result(row, pictures)
 
     def grid(self, image: str, filename: str, pixels: np.ndarray) -> None:
         """A uint8 [H, W, C] picture of one image (e.g. its grid of edits) as images/<image>/<filename>."""
         save_png(pixels, self.store.image_dir(image) / filename)
-        self.logger.log_image(f"{filename.rsplit('.', 1)[0]}/{image}", pixels)
+        if self.logger is not None:
+            self.logger.log_image(f"{filename.rsplit('.', 1)[0]}/{image}", pixels)
 
     def tensor(self, image: str, filename: str, tensor: torch.Tensor) -> None:
         self.store.save_tensor(image, filename, tensor)
@@ -93,8 +97,10 @@ class Recorder:
         measure = self.memory.measure if self.memory else ((earlier or {}).get("peak_memory") or {}).get("measure")
         peak = peak_memory_summary(self.store.results(), measure)
         summary = self.store.write_summary(choices, {**extra, **({"peak_memory": peak} if peak else {})})
-        self.logger.log_summary(summary)
+        if self.logger is not None:
+            self.logger.log_summary(summary)
         return summary
 
     def finish(self) -> None:
-        self.logger.finish(str(self.store.run_dir))
+        if self.logger is not None:
+            self.logger.finish(str(self.store.run_dir))

@@ -134,40 +134,7 @@ def preview_pixels(renders: torch.Tensor) -> np.ndarray:
     return image_grid(images.cpu(), columns=4)
 
 
-class NullLogger:
-    """logger=none: logs nothing."""
-
-    def start(self, config: dict, run_dir: str, name: str, group: Optional[str] = None,
-              tags: Sequence[str] = (), job_type: str = "pti") -> None:
-        pass
-
-    def log_step(self, image: str, stage: str, step: int, losses: dict[str, float],
-                 renders: Optional[torch.Tensor] = None) -> None:
-        pass
-
-    def log_result(self, row: dict, pictures: dict[str, torch.Tensor]) -> None:
-        pass
-
-    def log_image(self, key: str, pixels: np.ndarray) -> None:
-        pass
-
-    def log_summary(self, summary: dict) -> None:
-        pass
-
-    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
-        pass
-
-    def log_file(self, key: str, path: Path) -> None:
-        pass
-
-    def log_files(self, kind: str, paths: list[Path]) -> None:
-        pass
-
-    def finish(self, run_dir: str) -> None:
-        pass
-
-
-class WandbLogger(NullLogger):
+class WandbLogger:
     def __init__(
         self,
         project: str = "pti-lab",      # W&B project

@@ -267,7 +267,7 @@ def test_metrics_without_networks_are_null_with_reasons(G, faces):
         image = G.synthesis(faces[:1], noise_mode="const")
     row = EditMetrics(None).measure(image, image, image, None, ("smile",))  # identity=none
     assert row["target_delta"] is None and row["other_delta"] is None and row["id_sim"] is None
-    assert "metrics=none" in row["reasons"]["target_delta"] and "disabled" in row["reasons"]["id_sim"]
+    assert "metrics=reconstruction" in row["reasons"]["target_delta"] and "disabled" in row["reasons"]["id_sim"]
     with pytest.raises(BadInputError, match="editor attribute 'beard' is not scored .*available: age, eyes_open"):
         EditMetrics(AttributePredictor()).check_attributes(("smile", "beard"))
 

@@ -62,7 +62,7 @@ class EditMetrics:
             if name not in known:
                 raise BadInputError(f"editor attribute {name!r} is not scored by metrics "
                                     f"({type(self.scorer).__name__}); available: {', '.join(known)} "
-                                    f"(set editor.attribute, or metrics=none)")
+                                    f"(set editor.attribute, or metrics=reconstruction)")
 
     def measure(self, target: torch.Tensor, reconstruction: torch.Tensor, edited: torch.Tensor,
                 identity, attributes: tuple) -> dict:
@@ -79,7 +79,7 @@ class EditMetrics:
                 reasons[key] = reason
         if self.scorer is None:
             row["target_delta"] = row["other_delta"] = None
-            reasons["target_delta"] = reasons["other_delta"] = "no attribute scorer configured (metrics=none)"
+            reasons["target_delta"] = reasons["other_delta"] = "no attribute scorer configured (metrics=reconstruction)"
         else:
             before = attribute_scores(self.scorer, reconstruction.clamp(-1, 1))
             after = attribute_scores(self.scorer, edited)

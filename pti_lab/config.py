@@ -14,7 +14,7 @@ import typing
 import warnings
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
@@ -28,11 +28,14 @@ MODES = ("single", "multi")  # single: a generator per image; multi: one for all
 # Into a run directory that holds results of other settings (pti_lab/run_record.py): auto = refuse,
 # restart = move the old outputs aside and start over, force = continue anyway.
 RESUME_MODES = ("auto", "restart", "force")
+# Top-level nodes built with hydra.utils.instantiate; null = the stage is off (tuner=none, editor=none, ...).
+COMPONENTS = ("generator", "data", "inverter", "tuner", "regularizer", "identity", "perceptual", "editor",
+              "metrics", "logger")
 
 
 @dataclass
 class PreviewConfig:
-    count: int = 8                 # seeded samples rendered into preview.png (0 = none)
+    count: int = 8                 # seeded samples rendered into preview.png (>= 1; preview=null: none)
     truncation_psi: float = 0.7    # truncation of the preview samples
     noise_mode: str = "const"      # 'const', 'random' or 'none'
 
@@ -47,7 +50,7 @@ class Config:
     resume: str = "auto"           # into a run dir of other settings: 'auto' refuses, 'restart' starts over, 'force' continues
     report: Any = None             # labels copied into summary.json["report"] (experiment, method, ...) for tables
     paper: Any = None              # +experiment=paper: {experiments, dir}; run.py runs those sweeps instead of a run
-    preview: PreviewConfig = field(default_factory=PreviewConfig)
+    preview: Optional[PreviewConfig] = field(default_factory=PreviewConfig)  # null: no preview.png
     generator: Any = MISSING       # component: conf/generator
     data: Any = None               # component: conf/data (the images)
     inverter: Any = None           # component: conf/inverter (image -> pivot)
@@ -89,6 +92,7 @@ def check_config(cfg: DictConfig) -> None:
     the top-level keys, then every component."""
     apply_aliases(cfg)
     check_top_level(cfg)
+    check_switched_off(cfg)
     check_components(cfg)
 
 
@@ -102,8 +106,22 @@ def check_top_level(cfg: DictConfig) -> None:
         raise ConfigError(f"mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: expected a whole number >= 1")
+    if cfg.preview is not None and cfg.preview.count < 1:
+        raise ConfigError(f"preview.count={cfg.preview.count}: expected a whole number >= 1 (preview=null: no preview)")
     if cfg.resume not in RESUME_MODES:
         raise ConfigError(f"resume={cfg.resume!r}: expected one of {', '.join(RESUME_MODES)}")
+
+
+def check_switched_off(cfg: DictConfig) -> None:
+    """Refuse settings merged into a component that is off: `tuner=none debug=smoke` leaves the debug
+    config's {steps, progress} where the null tuner was, which would build no tuner at all."""
+    for key in COMPONENTS:
+        node = cfg.get(key)
+        if isinstance(node, DictConfig) and "_target_" not in node:
+            hint = " (for a run without tuning use +method=w|w_plus|e4e|psp: it turns tuning off after the " \
+                   "debug configs)" if key == "tuner" else ""
+            raise ConfigError(f"{key}: {', '.join(map(str, node))} given to a {key} that is off ({key}=none); "
+                              f"drop them{hint}")
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> dict:
     G = stages.generator
     generator = {"resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
                  "parameters": sum(p.numel() for p in G.parameters()), "sha256": base_sha256}
-    if cfg.preview.count > 0:
+    if cfg.preview is not None:
         preview = render_preview(G, cfg.preview.count, cfg.preview.truncation_psi, cfg.preview.noise_mode, cfg.seed)
         save_png(image_grid(preview), out_dir / "preview.png")
 

@@ -25,7 +25,7 @@ from pti_lab.tracking.wandb_logger import WandbLogger
 from tests.conftest import REPO
 
 # Small enough for a quick test, long enough (inversion, tuning: seconds each) to be killed inside.
-TINY = ["logger=none", "device=cpu", "preview.count=0", "inverter.progress=false", "tuner.progress=false"]
+TINY = ["logger=none", "device=cpu", "preview=null", "inverter.progress=false", "tuner.progress=false"]
 
 
 class Run:

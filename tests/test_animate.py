@@ -22,7 +22,7 @@ def multi_run(tmp_path_factory) -> Path:
     """Multi-ID PTI (5 + 5 steps): one generator tuned for two images."""
     root = tmp_path_factory.mktemp("animate") / "run"
     run_py("+ablation=A", "mode=multi", "data.limit=2", "inverter.steps=5", "tuner.steps=5", "logger=none",
-           "metrics=reconstruction", "preview.count=0", f"hydra.run.dir={root}")
+           "metrics=reconstruction", "preview=null", f"hydra.run.dir={root}")
     return root
 
 

@@ -68,6 +68,7 @@ def test_hydra_refuses_bad_values(override, message):
     ("+foo=1", "foo: unknown top-level key"),
     ("mode=both", "mode='both': expected one of single, multi"),
     ("batch_size=0", "batch_size=0: expected a whole number >= 1"),
+    ("preview.count=0", r"preview.count=0: expected a whole number >= 1 \(preview=null: no preview\)"),
     ("data=folder", r"data.path: a value is required \(set data.path=...\)"),
 ])
 def test_component_check_refuses_bad_values(override, message):

@@ -342,7 +342,7 @@ def test_styleclip_w_plus_and_bad_settings(G, faces):
 # ----------------------------------------------------------------------------
 # run.py: the edit stage.
 
-FAST = ["logger=none", "inverter.steps=4", "tuner.steps=3", "device=cpu", "preview.count=0", "tuner.progress=false"]
+FAST = ["logger=none", "inverter.steps=4", "tuner.steps=3", "device=cpu", "preview=null", "tuner.progress=false"]
 
 
 def test_interfacegan_edit_stage_writes_rows_grids_and_summary(tmp_path):

@@ -18,7 +18,7 @@ from pti_lab.synthfaces import shipped
 from pti_lab.train import synthfaces_encoders
 from tests.conftest import run_py
 
-FAST = ["logger=none", "preview.count=0", "device=cpu", "data.limit=1", "inverter.progress=false"]
+FAST = ["logger=none", "preview=null", "device=cpu", "data.limit=1", "inverter.progress=false"]
 SHIPPED_MARGIN = 1.5  # the shipped encoders' mean LPIPS on 4 in-domain faces, at most this times the manifest's
 TINY = dict(widths=[16, 16, 16, 16], units=[1, 1, 1, 1], style_channels=16)  # encoder sizes of the fast tests
 

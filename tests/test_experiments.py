@@ -15,7 +15,7 @@ from pti_lab.paper import sweep_command
 from tests.conftest import run_py
 from tests.test_wandb_logger import OfflineRun, wandb_env  # noqa: F401 (a fixture)
 
-SMOKE = ["inverter.steps=2", "tuner.steps=2", "logger=none", "preview.count=0", "device=cpu", "data.limit=1"]
+SMOKE = ["inverter.steps=2", "tuner.steps=2", "logger=none", "preview=null", "device=cpu", "data.limit=1"]
 
 
 def smoke(images: int) -> list[str]:

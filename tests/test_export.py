@@ -79,7 +79,7 @@ def run_dir(tmp_path_factory) -> Path:
     base = root / "base.pkl"
     base.write_bytes(dumps_network_pickle(official_base_generator()))
     run_py(f"generator.path={base}", "data.limit=1", "inverter.steps=5", "tuner.steps=5", "logger=none",
-           "metrics=reconstruction", "identity=none", "preview.count=0", f"hydra.run.dir={root / 'run'}")
+           "metrics=reconstruction", "identity=none", "preview=null", f"hydra.run.dir={root / 'run'}")
     return root / "run"
 
 

@@ -23,7 +23,7 @@ def settings(*overrides: str) -> dict:
 
 
 @pytest.mark.parametrize("override", [
-    "logger=none", "paths.cache_dir=/elsewhere", "preview.count=0", "device=cpu", "batch_size=4", "data.limit=3",
+    "logger=none", "paths.cache_dir=/elsewhere", "preview=null", "device=cpu", "batch_size=4", "data.limit=3",
     "data.shard=1", "data.shards=4", "inverter.progress=false", "tuner.progress=false", "reuse_inversions=false",
     "inverter.w_stats_disk_cache=false", "resume=force", "+report.method=x",
 ])

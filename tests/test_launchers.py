@@ -125,7 +125,7 @@ def run_threads(*args, env_extra=None, timeout=600):
     return run_py(*args, env={**env, **(env_extra or {})}, timeout=timeout)
 
 
-FAST = ["data.limit=1", "inverter.steps=2", "tuner.steps=2", "logger=none", "device=cpu", "preview.count=0"]
+FAST = ["data.limit=1", "inverter.steps=2", "tuner.steps=2", "logger=none", "device=cpu", "preview=null"]
 
 
 def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tmp_path):
@@ -144,7 +144,7 @@ def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tmp_path):
 
 def test_basic_launcher_sweep_gives_every_job_all_cores(tmp_path):
     cores = launch.usable_cores()
-    run_threads("-m", "seed=0,1", "data.limit=0", "preview.count=0", "logger=none", "device=cpu",
+    run_threads("-m", "seed=0,1", "data.limit=0", "preview=null", "logger=none", "device=cpu",
            f"hydra.sweep.dir={tmp_path}")
     for num in (0, 1):  # one after the other in this process: job 1 is not misled by job 0's OMP_NUM_THREADS
         log = (tmp_path / str(num) / "run.log").read_text()
@@ -153,6 +153,6 @@ def test_basic_launcher_sweep_gives_every_job_all_cores(tmp_path):
 
 @pytest.mark.slow
 def test_single_run_respects_the_users_omp_num_threads(tmp_path):
-    run_threads("data.limit=0", "preview.count=0", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path}",
+    run_threads("data.limit=0", "preview=null", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path}",
            env_extra={"OMP_NUM_THREADS": "1"})
     assert "torch threads: 1 (OMP_NUM_THREADS=1)" in (tmp_path / "run.log").read_text()

@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory) -> Path:
     """PTI (10 + 10 steps) on two out-of-domain synthfaces images."""
     root = tmp_path_factory.mktemp("studio") / "run"
     run_py("+ablation=A", "data.limit=2", "inverter.steps=10", "tuner.steps=10", "logger=none", "metrics=reconstruction",
-           "preview.count=0", f"hydra.run.dir={root}")
+           "preview=null", f"hydra.run.dir={root}")
     return root
 
 

@@ -357,7 +357,7 @@ def test_run_py_logs_a_live_offline_dashboard(wandb_env):
     run_dir = wandb_env / "run"
     run_py(f"hydra.run.dir={run_dir}", "+ablation=A", "data.limit=2", "inverter.steps=6", "tuner.steps=4",
            "reuse_inversions=false",  # inversions from the cache have no live curves
-           "device=cpu", "preview.count=0", "logger.mode=offline", "logger.log_every=2", "logger.preview_every=4")
+           "device=cpu", "preview=null", "logger.mode=offline", "logger.log_every=2", "logger.preview_every=4")
     run = OfflineRun(run_dir)
     for name in ("ood_000", "ood_001"):
         assert [step for step, _ in run.series(f"inversion/{name}/loss", f"inversion/{name}/step")] == [0, 2, 4]

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def quick_run(out: Path) -> Path:
     command = [sys.executable, "run.py", "+ablation=A", "data.limit=1", "inverter.steps=5", "tuner.steps=5",
-               "logger=none", "metrics=reconstruction", "preview.count=0", f"hydra.run.dir={out}"]
+               "logger=none", "metrics=reconstruction", "preview=null", f"hydra.run.dir={out}"]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     return out
 

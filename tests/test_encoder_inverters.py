@@ -60,7 +60,7 @@ def tiny_encoder_file(path: Path, resolution: int, seed: int = 0) -> Path:
 def test_run_py_e4e_pivot_then_pivotal_tuning(tmp_path):
     """PTI from the e4e pivot (the official use_e4e): an inversion row with 0 steps, then tuning below it."""
     out = tmp_path / "run"
-    run_py("inverter=e4e", "tuner=pivotal", "tuner.steps=20", "tuner.lpips_threshold=0", "tuner.progress=false",
+    run_py("inverter=e4e", "tuner=pivotal", "tuner.steps=20", "tuner.lpips_threshold=null", "tuner.progress=false",
            f"hydra.run.dir={out}", *FAST)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["choices"]["inverter"] == "e4e" and summary["failed"] == []

@@ -104,13 +104,13 @@ def test_unknown_resume_value_is_a_config_error():
 
 def test_run_py_refuses_a_stale_resume_then_resumes_the_same_settings(tmp_path):
     out = tmp_path / "run"
-    args = [f"hydra.run.dir={out}", *TINY, "inverter.steps=2", "tuner.steps=2", "tuner.lpips_threshold=0"]
+    args = [f"hydra.run.dir={out}", *TINY, "inverter.steps=2", "tuner.steps=2", "tuner.lpips_threshold=null"]
     run_py(*args, "data.limit=1")
     rows = rows_of(out)
     stale = run_py(*args, "data.limit=1", "tuner.lpips_threshold=0.06", check=False)
     assert stale.returncode == 1
     last = stale.stderr.strip().splitlines()[-1]
-    assert last.startswith("error:") and "tuner.lpips_threshold: 0 -> 0.06" in last, stale.stderr[-2000:]
+    assert last.startswith("error:") and "tuner.lpips_threshold: null -> 0.06" in last, stale.stderr[-2000:]
     assert rows_of(out) == rows  # nothing touched
     again = run_py(*args, "data.limit=2")  # the same settings, one image more: resumes
     assert "ood_000: already done, skipped" in again.stderr + again.stdout

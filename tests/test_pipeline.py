@@ -150,7 +150,7 @@ def test_an_official_generator_whose_renders_span_ten_is_inverted_and_tuned(tmp_
     path.write_bytes(dumps_network_pickle(G))
     out = tmp_path / "run"
     run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data.limit=2", "logger=none", "inverter.steps=4",
-           "tuner.steps=30", "tuner.lr=3e-3", "tuner.lpips_threshold=0", "device=cpu", "preview=null")
+           "tuner.steps=30", "tuner.lr=3e-3", "tuner.lpips_threshold=null", "device=cpu", "preview=null")
     summary = summary_of(out)
     assert summary["failed"] == [] and summary["images"] == 2
     assert summary["stages"]["tuning"]["lpips"] < summary["stages"]["inversion"]["lpips"] - 0.05

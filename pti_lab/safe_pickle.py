@@ -29,6 +29,18 @@ DATA_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+# Modules a pickle names in place of the one people know: os functions live in posix (nt on Windows),
+# and protocol-2 pickles (torch's) write Python 2 names for builtins and subprocess.
+_PUBLIC_MODULES = {"posix": "os", "nt": "os", "__builtin__": "builtins", "commands": "subprocess"}
+
+
+def describe_global(module: str, name: str) -> str:
+    """'module.name' as the file writes it, plus the usual name where that differs: 'posix.system (os.system)'."""
+    written = f"{module}.{name}"
+    public = f"{_PUBLIC_MODULES.get(module, module)}.{name}"
+    return written if public == written else f"{written} ({public})"
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Unpickler whose `find_class` only answers from `allowed`; anything else is refused."""
 
@@ -42,8 +54,8 @@ class SafeUnpickler(pickle.Unpickler):
             return self.allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(
-                f"{self.source}: refusing to load '{module}.{name}': not an allowed type "
-                "(the file may be hostile or not a supported checkpoint)"
+                f"{self.source}: refusing to load {describe_global(module, name)}: not an allowed type, "
+                "nothing from the file was run (it may be hostile or not a supported checkpoint)"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:

@@ -1,14 +1,16 @@
-"""load_generator: official pickles, rosinality checkpoints, our own format; hostile and broken files."""
+"""load_generator: official pickles, rosinality checkpoints, our own format; hostile and broken files
+(hostile ones for load_encoder too)."""
 
 import argparse
 import os
 import pickle
+import subprocess
 
 import pytest
 import torch
 
 from pti_lab.errors import CheckpointError
-from pti_lab.models import load_generator, save_generator
+from pti_lab.models import load_encoder, load_generator, save_generator
 from pti_lab.models.checkpoints import url_cache_path
 from tests.official_pickle import BENIGN_SOURCE, dumps_network_pickle
 from tests.test_stylegan2 import small_generator
@@ -117,9 +119,10 @@ def rosinality_checkpoint(G) -> dict:
             "args": argparse.Namespace(size=G.img_resolution, channel_multiplier=2)}
 
 
-def test_rosinality_checkpoint(G, tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])  # legacy: torch < 1.6
+def test_rosinality_checkpoint(G, tmp_path, zip_format):
     path = tmp_path / "550000.pt"
-    torch.save(rosinality_checkpoint(G), path)
+    torch.save(rosinality_checkpoint(G), path, _use_new_zipfile_serialization=zip_format)
     loaded = load_generator(path)
     assert loaded.synthesis.channel_max == 32 and loaded.img_resolution == 16
     assert torch.allclose(render(loaded), render(G), atol=1e-5)
@@ -157,11 +160,82 @@ class RunsShell:
         return os.system, (self.command,)
 
 
-def test_pickle_calling_os_system_is_refused(tmp_path, marker):
-    path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"G_ema": RunsShell(f"touch {marker}")}))
-    with pytest.raises(CheckpointError, match=r"refusing to load 'posix\.system'"):
-        load_generator(path)
+class Calls:
+    """Unpickling this calls function(*args), as the payloads in hostile checkpoints do."""
+
+    def __init__(self, function, args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+# The calls attackers make, by the name the refusal must give; each would create `marker` if it ran.
+HOSTILE_CALLS = {
+    "os.system": lambda marker: Calls(os.system, (f"echo pwned > {marker}",)),
+    "subprocess.Popen": lambda marker: Calls(subprocess.Popen, (["sh", "-c", f"echo pwned > {marker}"],)),
+    "builtins.exec": lambda marker: Calls(exec, (f"open({str(marker)!r}, 'w').write('pwned')",)),
+    "builtins.eval": lambda marker: Calls(eval, (f"__import__('os').system('echo pwned > {marker}')",)),
+    "io.open": lambda marker: Calls(open, (str(marker), "w")),  # builtins.open is io.open
+}
+
+# How a checkpoint is written: torch's zip and legacy formats, plain pickles of protocol 2 (Python 2
+# names: __builtin__, commands) and 5 (what pickle.dumps writes; official StyleGAN pickles are plain).
+FILE_WRITERS = {
+    "torch zip": lambda obj, path: torch.save(obj, path),
+    "torch legacy": lambda obj, path: torch.save(obj, path, _use_new_zipfile_serialization=False),
+    "pickle protocol 2": lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=2)),
+    "pickle protocol 5": lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=5)),
+}
+
+# Words of torch's advice to load the file unsafely.
+UNSAFE_ADVICE = ("weights_only", "re-running", "will likely succeed", "trust")
+
+
+def assert_safe_refusal(message: str, path, names: str) -> None:
+    """One line naming the file and `names`, and no advice to load the file unsafely."""
+    assert "\n" not in message and message.startswith(str(path)), message
+    assert names in message, message
+    reason = message[len(str(path)):].lower()  # the path holds the test's name
+    assert not [words for words in UNSAFE_ADVICE if words in reason], message
+
+
+@pytest.mark.parametrize("file_format", FILE_WRITERS)
+@pytest.mark.parametrize("loader", [load_generator, load_encoder], ids=["load_generator", "load_encoder"])
+@pytest.mark.parametrize("call", HOSTILE_CALLS)
+def test_hostile_file_is_refused_naming_the_call(tmp_path, marker, call, loader, file_format):
+    path = tmp_path / "evil.pt"
+    FILE_WRITERS[file_format]({"state_dict": HOSTILE_CALLS[call](marker)}, path)
+    with pytest.raises(CheckpointError) as refused:
+        loader(path)
+    # torch's reader (load_encoder) stops at protocol 5's first opcode (FRAME), before any global.
+    names = "Unsupported operand 149" if (loader, file_format) == (load_encoder, "pickle protocol 5") else call
+    assert_safe_refusal(str(refused.value), path, names)
+
+
+# torch messages whose detail is not recognised: the advice in them must not come through.
+_POSIX_REFUSAL = ("Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` "
+                  "argument in `torch.load` from `False` to `True`. Re-running `torch.load` with `weights_only` "
+                  "set to `False` will likely succeed, but it can result in arbitrary code execution. Do it only if "
+                  "you got the file from a trusted source.\n\n\n{detail}\n\nCheck the documentation of torch.load")
+
+
+@pytest.mark.parametrize("detail", [
+    "Some check torch adds later.",
+    "WeightsUnpickler error: Can only build Tensor, Parameter, OrderedDict or types allowlisted via "
+    "`add_safe_globals`, but got <class 'x.Y'>. Please use safe_globals if you trust this class.",
+])
+def test_unrecognised_weights_only_refusal_gives_no_unsafe_advice(tmp_path, monkeypatch, detail):
+    path = tmp_path / "odd.pt"
+    torch.save({}, path)
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError(_POSIX_REFUSAL.format(detail=detail))
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CheckpointError) as refused:
+        load_encoder(path)
+    assert_safe_refusal(str(refused.value), path, "holds more than tensors and plain data")
 
 
 def test_storage_bytes_with_code_are_refused(G, tmp_path, marker):
@@ -289,8 +363,3 @@ def test_rosinality_missing_tensor(G, tmp_path):
     with pytest.raises(CheckpointError, match="r.pt: rosinality checkpoint lacks tensor 'convs.1.activate.bias'"):
         load_generator(tmp_path / "r.pt")
 
-
-def test_torch_file_with_code_is_refused(tmp_path, marker):
-    torch.save({"g_ema": RunsShell(f"touch {marker}")}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="evil.pt: refused while reading"):
-        load_generator(tmp_path / "evil.pt")

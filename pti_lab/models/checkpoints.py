@@ -34,7 +34,7 @@ from pti_lab.errors import CheckpointError
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.models.stylegan3 import NETWORK as STYLEGAN3
 from pti_lab.models.stylegan3 import Generator as StyleGAN3Generator
-from pti_lab.safe_pickle import DATA_GLOBALS, SafeUnpickler
+from pti_lab.safe_pickle import DATA_GLOBALS, SafeUnpickler, describe_global
 from pti_lab.weights import cache_dir, download, is_url
 
 log = logging.getLogger(__name__)
@@ -451,13 +451,24 @@ def build_generator(kwargs: dict, tensors: dict[str, torch.Tensor], source: str,
     return G.eval().requires_grad_(False)
 
 
+# Words of torch's advice to load the file unsafely (weights_only=False, or allow-listing its globals
+# "if you trust" it); a refusal of a possibly hostile file must never pass that advice on.
+_UNSAFE_ADVICE = re.compile(r"weights_only|re-running|likely succeed|trust|safe_globals", re.IGNORECASE)
+
+
 def _weights_only_reason(message: str) -> str:
-    """The reason in torch's multi-line weights_only refusal (whose advice is to load unsafely)."""
-    if match := re.search(r"Unsupported global: GLOBAL (\S+)", message):
-        return f"'{match.group(1)}' is not an allowed type: the file may be hostile or not a supported checkpoint"
-    if match := re.search(r"WeightsUnpickler error:\s*([^\n]+)", message):
-        return f"{match.group(1).strip()}: the file may be hostile or not a supported checkpoint"
-    return message.splitlines()[0] if message else "UnpicklingError"
+    """Why torch's weights_only reader refused a file, without torch's advice to load it unsafely."""
+    # 'Unsupported global: GLOBAL commands.Popen was not an allowed global' or 'unsupported GLOBAL
+    # posix.system whose module posix is blocked'; builtins are written bare ('GLOBAL exec').
+    if match := re.search(r"\bGLOBAL ([\w.]+\w)", message):
+        module, _, name = match.group(1).rpartition(".")
+        called = describe_global(module or "builtins", name)
+        return f"the file calls {called}, which a weights file never needs (it may be hostile)"
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    first_sentence = match.group(1).split(". ")[0].rstrip(".") if match else ""
+    if first_sentence and not _UNSAFE_ADVICE.search(first_sentence):
+        return f"{first_sentence} (the file may be hostile or not a supported checkpoint)"
+    return "the file holds more than tensors and plain data (it may be hostile or not a supported checkpoint)"
 
 
 def read_torch_file(path: Path, source: str) -> Any:
@@ -466,7 +477,8 @@ def read_torch_file(path: Path, source: str) -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{source}: refused while reading ({_weights_only_reason(str(exc))})") from None
+        raise CheckpointError(f"{source}: refused while reading, nothing from it was run: "
+                              f"{_weights_only_reason(str(exc))}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{source}: truncated or corrupt checkpoint ({first})") from None
@@ -516,6 +528,11 @@ def local_checkpoint(path_or_url: str) -> Path:
                               f"download it elsewhere and place it at {cached}") from None
 
 
+# How a torch.save file in the format before the zip one (torch < 1.6, or _use_new_zipfile_serialization=False)
+# starts: the pickled magic number; the rest is read by torch.load, not as a network pickle.
+_TORCH_LEGACY_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+
+
 def load_generator(path_or_url: str, device: str | torch.device = "cpu") -> Generator | StyleGAN3Generator:
     """Load a generator from an official pickle, a rosinality checkpoint or pti-lab's own file.
 
@@ -526,11 +543,11 @@ def load_generator(path_or_url: str, device: str | torch.device = "cpu") -> Gene
     if not path.is_file():
         raise CheckpointError(f"{source}: no such file")
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(len(_TORCH_LEGACY_HEAD))
     if not head:
         raise CheckpointError(f"{source}: file is empty")
 
-    if zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(path) or head == _TORCH_LEGACY_HEAD:
         ckpt = decoder_as_rosinality(read_torch_file(path, source))
         if isinstance(ckpt, dict) and ckpt.get("format") == OWN_FORMAT:
             if ckpt.get("version") != OWN_FORMAT_VERSION:

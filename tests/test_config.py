@@ -77,6 +77,27 @@ def test_component_check_refuses_bad_values(override, message):
         check_config(cfg)
 
 
+@pytest.mark.parametrize("method,tuner_steps", [("w", None), ("w_plus", None), ("e4e", None), ("psp", None),
+                                                ("pti", 2), ("pti_e4e", 2), ("pti_locality", 2)])
+def test_debug_smoke_shortens_a_method_and_keeps_tuning_off_where_it_is(method, tuner_steps):
+    cfg = compose_config(f"+method={method}", "debug=smoke")
+    check_config(cfg)
+    assert (None if cfg.tuner is None else cfg.tuner.steps) == tuner_steps
+    assert (cfg.inverter.steps, cfg.data.limit, cfg.device, cfg.logger, cfg.preview) == (2, 1, "cpu", None, None)
+
+
+def test_the_command_line_and_an_experiment_win_over_debug_smoke():
+    cfg = compose_config("debug=smoke", "logger=wandb", "data.limit=3", "tuner.steps=5")
+    assert cfg.logger.project == "pti-lab" and cfg.data.limit == 3 and cfg.tuner.steps == 5
+    assert compose_config("+experiment=table1", "+method=w", "debug=smoke").data.limit == 6  # table1's own
+
+
+def test_settings_given_to_a_tuner_that_is_off_are_refused():
+    with pytest.raises(ConfigError, match=r"^tuner: steps given to a tuner that is off \(tuner=none\); drop them "
+                                          r"\(for a run without tuning use \+method=w"):
+        check_config(compose_config("tuner=none", "debug=smoke"))
+
+
 def test_run_py_writes_summary_and_preview(tmp_path):
     out = tmp_path / "run"
     result = run_py(f"hydra.run.dir={out}", "preview.count=4", "device=cpu", "generator=fresh",

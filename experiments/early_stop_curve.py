@@ -51,7 +51,7 @@ def tuning_curve(G, target, pivot, lpips, metrics, identity, steps: int, every: 
         if (step + 1) % every == 0:  # renders of step k are the generator before its (k+1)-th update
             score(step + 1, renders)
 
-    tuned = PivotalTuner(steps=steps, lpips_threshold=0, progress=False).tune(G, target, pivot, lpips, on_step=on_step)
+    tuned = PivotalTuner(steps=steps, lpips_threshold=None, progress=False).tune(G, target, pivot, lpips, on_step=on_step)
     with torch.no_grad():
         final = tuned.generator.synthesis(pivot, noise_mode="const")
     if points[-1][0] != steps:

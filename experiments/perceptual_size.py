@@ -70,7 +70,7 @@ def main() -> int:
             inversion_seconds = time.perf_counter() - start
             for size in TUNINGS[inversion_size]:
                 start = time.perf_counter()
-                tuned = PivotalTuner(lpips_threshold=0, progress=False).tune(G, sample.image, pivot, losses[size])
+                tuned = PivotalTuner(lpips_threshold=None, progress=False).tune(G, sample.image, pivot, losses[size])
                 tuning_seconds = time.perf_counter() - start
                 with torch.no_grad():
                     render = tuned.generator.synthesis(pivot, noise_mode="const").clamp(-1, 1)

@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import pti_lab
 from pti_lab.config import register_configs
-from pti_lab.driver import PIVOT_FILE, TUNED_FILE, TUNED_PIVOT_FILE, synthesize
+from pti_lab.tracking.stage_files import PIVOT_FILE, TUNED_FILE, TUNED_PIVOT_FILE, synthesize
 from pti_lab.editing.editor import Editor
 from pti_lab.errors import BadInputError, CheckpointError
 from pti_lab.generators import make_generator

@@ -21,13 +21,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pti_lab.config import check_config, resolve_device
-from pti_lab.driver import Driver, Stages
+from pti_lab.driver import Driver
 from pti_lab.errors import PTILabError
 from pti_lab.inversion.pivot_cache import PivotCache
 from pti_lab.metrics.edit_scores import edit_summary
 from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.run_record import prepare_run_dir, result_settings
+from pti_lab.stages import Inverter, Stages
 from pti_lab.tracking.recorder import Recorder
 from pti_lab.tracking.store import RunStore, image_grid, save_png
 from pti_lab.tracking.wandb_logger import sweep_group
@@ -96,20 +97,19 @@ def build_stages(cfg: DictConfig, device: torch.device) -> Stages:
         editor=build(cfg.editor),
         metrics=build(cfg.metrics),
     )
-    if hasattr(stages.inverter, "prepare"):  # an encoder's num_ws and w_dim are checked before any image
-        stages.inverter.prepare(stages.generator)
+    stages.inverter.prepare(stages.generator)  # e.g. an encoder's num_ws and w_dim, before any image
     if stages.editor is not None:  # directions, PCA and attribute names are checked before any image
         stages.metrics.edits.check_attributes(stages.editor.attributes)
         stages.editor.prepare(stages.generator)
     return stages
 
 
-def pivot_cache(cfg: DictConfig, generator_sha256: str, device: torch.device, inverter: object = None) -> PivotCache:
+def pivot_cache(cfg: DictConfig, generator_sha256: str, device: torch.device, inverter: Inverter) -> PivotCache:
     """The cache of inversions made with this run's generator, inverter settings (and weights, for an
     encoder: the same `path` may hold another file tomorrow) and seed."""
     settings = {key: value for key, value in OmegaConf.to_container(cfg.inverter, resolve=True).items()
                 if key != "progress"}  # what changes the pivot
-    if getattr(inverter, "weights_fingerprint", None):
+    if inverter.weights_fingerprint is not None:
         settings["weights_fingerprint"] = inverter.weights_fingerprint
     return PivotCache(Path(cfg.paths.cache_dir) / "pivots", generator_sha256, json.dumps(settings, sort_keys=True),
                       cfg.seed, device.type)

@@ -11,14 +11,16 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = [  # lowest first; a module may import its own layer and those below
-    {"errors", "atomic", "runtime", "precision", "safe_pickle", "imaging", "weights", "steps", "stacked", "batch_memory", "config",
+    {"errors", "atomic", "runtime", "precision", "safe_pickle", "imaging", "weights", "steps", "progress", "config",
      "extras", "run_record"},
     {"models"},
+    {"batching"},
     {"synthfaces"},
     {"generators", "data", "align"},
     {"inversion", "tuning", "editing"},
     {"metrics"},
     {"tracking"},
+    {"stages"},
     {"driver"},
     {"pipeline", "launch"},
     {"train", "bench", "report", "paper", "finished_run", "export", "studio", "animate"},

@@ -38,7 +38,7 @@ def out_of_domain_target(G, seed=0):
 def test_pivotal_tuning_recovers_what_the_pivot_misses(G, lpips):
     target, pivot = out_of_domain_target(G)
     before = lpips(G.synthesis(pivot, noise_mode="const"), target).item()
-    tuner = PivotalTuner(steps=60, lr=3e-3, lpips_threshold=0, progress=False)
+    tuner = PivotalTuner(steps=60, lr=3e-3, lpips_threshold=None, progress=False)
     result = tuner.tune(G, target, pivot, lpips)
     after = lpips(result.generator.synthesis(pivot, noise_mode="const"), target).item()
     assert after < 0.5 * before, (before, after)
@@ -50,7 +50,7 @@ def test_pivotal_tuning_recovers_what_the_pivot_misses(G, lpips):
 def test_the_original_generator_is_untouched(G, lpips):
     snapshot = {k: v.clone() for k, v in G.state_dict().items()}
     target, pivot = out_of_domain_target(G)
-    result = PivotalTuner(steps=5, lr=1e-2, lpips_threshold=0, progress=False).tune(G, target, pivot, lpips)
+    result = PivotalTuner(steps=5, lr=1e-2, lpips_threshold=None, progress=False).tune(G, target, pivot, lpips)
     assert all(torch.equal(snapshot[k], v) for k, v in G.state_dict().items())
     tuned = result.generator.state_dict()
     assert not torch.equal(tuned["synthesis.b32.conv1.weight"], snapshot["synthesis.b32.conv1.weight"])
@@ -60,12 +60,12 @@ def test_the_original_generator_is_untouched(G, lpips):
 
 def test_params_regex_chooses_what_is_tuned(G, lpips):
     target, pivot = out_of_domain_target(G)
-    result = PivotalTuner(steps=3, lr=1e-2, lpips_threshold=0, params=r"^synthesis\.b32\.", progress=False).tune(
+    result = PivotalTuner(steps=3, lr=1e-2, lpips_threshold=None, params=r"^synthesis\.b32\.", progress=False).tune(
         G, target, pivot, lpips)
     tuned = result.generator.state_dict()
     assert torch.equal(tuned["synthesis.b16.conv1.weight"], G.state_dict()["synthesis.b16.conv1.weight"])
     assert not torch.equal(tuned["synthesis.b32.conv0.weight"], G.state_dict()["synthesis.b32.conv0.weight"])
-    with pytest.raises(BadInputError, match="matches no generator parameter"):
+    with pytest.raises(BadInputError, match="matches no parameter of the synthesis network"):
         PivotalTuner(steps=1, params="^nothing", progress=False).tune(G, target, pivot, lpips)
 
 
@@ -75,19 +75,20 @@ def test_early_stop_at_the_lpips_threshold(G, lpips):
     assert result.stopped_early and result.steps == 0
 
 
-def test_an_unset_threshold_is_the_generators_calibrated_one_else_the_official(G, lpips):
+def test_auto_threshold_is_the_generators_calibrated_one_else_the_official(G, lpips):
     import copy
 
     from pti_lab.tuning.pivotal import OFFICIAL_LPIPS_THRESHOLD
 
-    tuner = PivotalTuner(steps=3, progress=False)  # lpips_threshold None
+    tuner = PivotalTuner(steps=3, progress=False)  # lpips_threshold 'auto'
     assert tuner.early_stop(G) == OFFICIAL_LPIPS_THRESHOLD == 0.06
     calibrated = copy.deepcopy(G)
     calibrated.tuning_lpips_threshold = 5.0  # every LPIPS is below: stops before the first step
     target, pivot = out_of_domain_target(G)
     result = tuner.tune(calibrated, target, pivot, lpips)
     assert result.stopped_early and result.steps == 0
-    assert PivotalTuner(steps=3, lpips_threshold=0, progress=False).early_stop(calibrated) == 0  # explicit wins
+    assert PivotalTuner(steps=3, lpips_threshold=0.1, progress=False).early_stop(calibrated) == 0.1  # explicit wins
+    assert PivotalTuner(steps=3, lpips_threshold=None, progress=False).early_stop(calibrated) is None  # never stops
 
 
 def test_nan_loss_stops_the_image_with_the_step(G, lpips):
@@ -95,21 +96,22 @@ def test_nan_loss_stops_the_image_with_the_step(G, lpips):
 
     class NaNAtThirdCall(torch.nn.Module):
         calls = 0
+        feature_maps_unchecked = lpips.feature_maps_unchecked
 
-        def forward_unchecked(self, x, y):
+        def distance(self, feats_x, feats_y):  # once per step
             self.calls += 1
-            value = lpips.forward_unchecked(x, y)
+            value = lpips.distance(feats_x, feats_y)
             return value * float("nan") if self.calls == 3 else value
 
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 2"):
-        PivotalTuner(steps=10, lpips_threshold=0, progress=False).tune(G, target, pivot, NaNAtThirdCall())
+        PivotalTuner(steps=10, lpips_threshold=None, progress=False).tune(G, target, pivot, NaNAtThirdCall())
 
 
 def test_multi_id_tunes_one_generator_for_all_images(G, lpips):
     targets, pivots = zip(*(out_of_domain_target(G, seed) for seed in (1, 2)))
     targets, pivots = torch.cat(targets), torch.cat(pivots)
     before = lpips(G.synthesis(pivots, noise_mode="const"), targets).flatten()
-    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=0, progress=False).tune(
+    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=None, progress=False).tune(
         G, targets, pivots, lpips)
     after = lpips(result.generator.synthesis(pivots, noise_mode="const"), targets).flatten()
     assert (after < 0.7 * before).all(), (before, after)
@@ -126,8 +128,10 @@ def test_locality_step_has_length_alpha():
 
 
 def test_locality_loss_is_zero_for_an_unchanged_generator(G, lpips):
-    loss, parts = LocalityRegularizer(samples=2).loss(G, G, G.mapping(torch.randn(2, 32), None), lpips)
-    assert loss.item() == 0 and parts == {"locality_lpips": 0.0, "locality_mse": 0.0}
+    pivots = G.mapping(torch.randn(2, 32), None)[None]  # one generator, two pivots [1, 2, num_ws, w_dim]
+    untuned = lambda w_r: G.synthesis(w_r.flatten(0, 1), noise_mode="none").reshape(*w_r.shape[:2], 3, G.img_resolution, G.img_resolution)
+    loss, lpips_part, mse_part = LocalityRegularizer(samples=2).loss(G, untuned, pivots, lpips, [torch.Generator()])
+    assert loss.tolist() == lpips_part.tolist() == mse_part.tolist() == [0.0]
 
 
 def test_locality_regularisation_reduces_drift_around_the_pivot(G, lpips):
@@ -142,7 +146,7 @@ def test_locality_regularisation_reduces_drift_around_the_pivot(G, lpips):
         with torch.no_grad():
             return lpips(G.synthesis(probe, noise_mode="none"), tuned.synthesis(probe, noise_mode="none")).mean().item()
 
-    tuner = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=0, progress=False)
+    tuner = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=None, progress=False)
     plain = tuner.tune(G, target, pivot, lpips)
     regularized = tuner.tune(G, target, pivot, lpips, regularizer)
     assert drift(regularized.generator) < 0.5 * drift(plain.generator)  # measured: 0.06 vs 0.26
@@ -153,7 +157,7 @@ def test_locality_regularisation_reduces_drift_around_the_pivot(G, lpips):
 def test_joint_tuning_moves_the_latent_within_w(G, lpips):
     target, _ = out_of_domain_target(G)
     start = G.mapping.w_avg.reshape(1, 1, -1).repeat(1, G.num_ws, 1)
-    result = JointTuner(steps=20, lr=3e-3, w_lr=0.05, lpips_threshold=0, progress=False).tune(G, target, start, lpips)
+    result = JointTuner(steps=20, lr=3e-3, w_lr=0.05, lpips_threshold=None, progress=False).tune(G, target, start, lpips)
     assert not torch.allclose(result.pivots, start)
     assert torch.equal(result.pivots, result.pivots[:, :1].expand_as(result.pivots))  # still one w per image
     assert result.losses[-1]["loss"] < result.losses[0]["loss"]
@@ -173,7 +177,7 @@ def test_a_generator_whose_renders_span_ten_tunes(lpips):
         raw = G.synthesis(pivot, noise_mode="const")
     assert raw.abs().max() > 5  # the case: renders span about +-10
     target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=0, progress=False).tune(G, target, pivot, lpips)
+    result = PivotalTuner(steps=40, lr=3e-3, lpips_threshold=None, progress=False).tune(G, target, pivot, lpips)
     before = lpips(raw.clamp(-1, 1), target).item()
     with torch.no_grad():
         after = lpips(result.generator.synthesis(pivot, noise_mode="const").clamp(-1, 1), target).item()
@@ -183,7 +187,7 @@ def test_a_generator_whose_renders_span_ten_tunes(lpips):
 def test_on_step_sees_every_step_with_its_losses_and_renders(G, lpips):
     target, pivot = out_of_domain_target(G)
     seen = []
-    result = PivotalTuner(steps=4, lr=1e-3, lpips_threshold=0, progress=False).tune(
+    result = PivotalTuner(steps=4, lr=1e-3, lpips_threshold=None, progress=False).tune(
         G, target, pivot, lpips, on_step=lambda step, losses, renders: seen.append((step, losses, renders.shape)))
     assert [step for step, _, _ in seen] == [0, 1, 2, 3]
     assert [losses for _, losses, _ in seen] == result.losses

@@ -60,8 +60,8 @@ def main(argv: Optional[list] = None) -> None:
     projector = WInverter(steps=args.inversion_steps, progress=False, w_stats_disk_cache=False)
     encoder = EncoderInverter(kind=args.encoder, path=args.encoder_path, refine_steps=args.encoder_refine_steps,
                               progress=False)
-    tuners = {"w": PivotalTuner(steps=args.tuning_steps, lpips_threshold=0, progress=False),
-              args.encoder: PivotalTuner(steps=args.encoder_tuning_steps or args.tuning_steps, lpips_threshold=0,
+    tuners = {"w": PivotalTuner(steps=args.tuning_steps, lpips_threshold=None, progress=False),
+              args.encoder: PivotalTuner(steps=args.encoder_tuning_steps or args.tuning_steps, lpips_threshold=None,
                                          progress=False)}
     inverters = {"w": projector, args.encoder: encoder}
     samples = list(SynthfacesTestSet(kind=args.data, limit=args.images).samples(G.img_resolution))

@@ -50,7 +50,7 @@ from statistics import mean
 
 import torch
 
-from pti_lab.batch_memory import BatchMemory
+from pti_lab.batching.memory import BatchMemory
 from pti_lab.config import ConfigError
 from pti_lab.data import SynthfacesTestSet
 from pti_lab.generators import make_generator
@@ -101,7 +101,7 @@ def stages(inversion_steps: int, tuning_steps: int, precision: str = "fp32") -> 
     """The W projector and pivotal tuning (no early stop: the worst case) at these steps and precision."""
     inversion_autocast, tuning_autocast = PRECISIONS[precision]
     return (WInverter(steps=inversion_steps, autocast=inversion_autocast, progress=False),
-            PivotalTuner(steps=tuning_steps, lpips_threshold=0, autocast=tuning_autocast, progress=False))
+            PivotalTuner(steps=tuning_steps, lpips_threshold=None, autocast=tuning_autocast, progress=False))
 
 
 def overrides(precision: str) -> str:

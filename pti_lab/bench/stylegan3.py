@@ -19,7 +19,7 @@ alike; each time is the median of --reps steps after one warm-up step. Printed: 
 step, and ours vs official as a speed ratio (official time / ours: above 1 means ours is faster).
 
 Memory per image: what autograd keeps for the backward pass of a one-image tuning step (the
-activations, which dominate on a CPU; pti_lab/batch_memory.py's measure), at each of --memory-sizes px
+activations, which dominate on a CPU; pti_lab/batching/memory.py's measure), at each of --memory-sizes px
 with the same channel settings; the official code's too at --official-memory-sizes (its reference ops
 keep several times more: at 1024 px more than most hosts have).
 """
@@ -35,10 +35,10 @@ from typing import Callable
 
 import torch
 
-from pti_lab.batch_memory import peak_bytes
+from pti_lab.batching.memory import peak_bytes
 from pti_lab.models.checkpoints import new_generator
 from pti_lab.runtime import keep_freed_memory
-from pti_lab.stacked import adam
+from pti_lab.batching.stacked import adam
 
 MiB = 2 ** 20
 

@@ -17,13 +17,16 @@ starts at `refine_noise_factor` (the projector's 0.05 searches around mu_w; from
 there is nothing to search for), the rest of the schedule is the projector's.
 """
 
+import copy
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
-from pti_lab.errors import BadInputError
-from pti_lab.inversion.projector import Inversion, WInverter, WPlusInverter, check_target
+from pti_lab.batching.stacked import accepted
+from pti_lab.errors import BadInputError, PTILabError
+from pti_lab.inversion.inverter import Inversion, Inverter, check_target
+from pti_lab.inversion.projector import WInverter, WPlusInverter
 from pti_lab.models.encoders import EncoderNet, load_encoder
 from pti_lab.models.fingerprint import tensors_fingerprint
 from pti_lab.models.stylegan2 import Generator
@@ -38,7 +41,7 @@ def encoder_fingerprint(encoder: EncoderNet) -> str:
     return tensors_fingerprint(encoder.state_dict(), header=f"{encoder.kind}\n")
 
 
-class EncoderInverter:
+class EncoderInverter(Inverter):
     """Pivot = encoder(image): an e4e or pSp checkpoint, optionally refined by the projector."""
 
     def __init__(
@@ -74,18 +77,33 @@ class EncoderInverter:
         """Check, before any image, that G renders the ws this encoder predicts."""
         self.encoder.check_generator(G)
 
-    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0,
-               on_step: Optional[StepCallback] = None) -> Inversion:
-        """encoder(target) [1, num_ws, w_dim], then `refine_steps` projector steps from it; `seed`
-        and `on_step` serve the refinement (the encoder itself is deterministic and has no steps)."""
-        check_target(G, target, type(self).__name__)
+    def one_step(self) -> "EncoderInverter":
+        if self.refiner is None:
+            return self
+        probe = copy.copy(self)
+        probe.refiner = self.refiner.one_step()
+        return probe
+
+    def invert_batch(self, G: Generator, targets: Sequence[torch.Tensor], seed: int = 0,
+                     on_steps: Optional[Sequence[Optional[StepCallback]]] = None) -> list[Inversion | PTILabError]:
+        """encoder(target) [1, num_ws, w_dim] for each target, then `refine_steps` projector steps from
+        those latents, all K in one batch; `seed` and `on_steps` serve the refinement (the encoder itself
+        is deterministic and has no steps)."""
+        results, live = accepted(targets, lambda target: check_target(G, target, type(self).__name__))
         self.prepare(G)
         start = time.perf_counter()
         device = next(G.parameters()).device
         with torch.no_grad():
-            pivot = self.encoder.to(device)(target.to(device, torch.float32))  # [1, num_ws, w_dim]
+            encoded = [self.encoder.to(device)(targets[k].to(device, torch.float32)) for k in live]  # [1, num_ws, w_dim] each
+        encoding_seconds = (time.perf_counter() - start) / len(targets)
         if self.refiner is None:
-            return Inversion(pivot=pivot, steps=0, seconds=time.perf_counter() - start)
-        refined = self.refiner.invert(G, target, seed=seed, on_step=on_step, init=pivot)
-        return Inversion(pivot=refined.pivot, losses=refined.losses, steps=refined.steps,
-                         seconds=time.perf_counter() - start)
+            refined = [Inversion(pivot=pivot, steps=0) for pivot in encoded]
+        else:
+            on_steps = list(on_steps) if on_steps is not None else [None] * len(targets)
+            refined = self.refiner.invert_batch(G, [targets[k] for k in live], seed, [on_steps[k] for k in live],
+                                                inits=encoded)
+        for k, inversion in zip(live, refined):
+            if isinstance(inversion, Inversion):
+                inversion.seconds += encoding_seconds
+            results[k] = inversion
+        return results

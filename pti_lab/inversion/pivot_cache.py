@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from pti_lab.atomic import save_torch
-from pti_lab.inversion.projector import Inversion
+from pti_lab.inversion.inverter import Inversion
 
 log = logging.getLogger(__name__)
 

@@ -29,44 +29,27 @@ Determinism: a seed gives the same pivot bit for bit on the CPU; on CUDA only un
 torch.use_deterministic_algorithms(True) (cuDNN's default backward kernels add in varying order).
 """
 
+import copy
 import math
-import sys
 import time
-from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from pti_lab.batching.problems import Problems
+from pti_lab.batching.stacked import StackedAdam
 from pti_lab.errors import BadInputError, NonFiniteLossError, PTILabError
-from pti_lab.imaging import check_images, describe
+from pti_lab.inversion.inverter import Inversion, Inverter, check_target
 from pti_lab.inversion.w_stats import OFFICIAL_SEED, PTI_SAMPLES, cached_w_stats
 from pti_lab.models.lpips import ProjectorDistance
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.precision import autocast_context, check_autocast
-from pti_lab.stacked import StackedAdam, accepted
+from pti_lab.progress import StepProgress
 from pti_lab.steps import StepCallback
 
 ADAM_BETAS = (0.9, 0.999)
 NOISE_REG_MIN_SIZE = 8  # the autocorrelation penalty stops halving a noise map at this size
-
-
-@dataclass
-class Inversion:
-    pivot: torch.Tensor  # [1, num_ws, w_dim] latent whose image under G approximates the target (detached)
-    losses: list[dict[str, float]] = field(default_factory=list)  # per step: 'loss', 'dist', 'noise_reg'
-    steps: int = 0       # optimisation steps run
-    seconds: float = 0.0  # wall time of the inversion, W statistics included
-
-
-def check_target(G: Generator, target: torch.Tensor, where: str) -> None:
-    """Raise BadInputError unless target is one RGB image [1, 3, R, R] in [-1, 1] at G's resolution."""
-    check_images(target, "target", where)
-    expected = [1, 3, G.img_resolution, G.img_resolution]
-    if list(target.shape) != expected:
-        raise BadInputError(f"{where}: target is {describe(target)}; expected {expected} "
-                            f"(one image at the generator's {G.img_resolution} px resolution)")
 
 
 def noise_regularization(noise_maps: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -95,7 +78,7 @@ def ramped_learning_rate(t: float, lr: float, rampup: float, rampdown: float) ->
     return lr * down * min(1.0, t / rampup)
 
 
-class WInverter:
+class WInverter(Inverter):
     """Optimise one w (broadcast to all layers) and the noise maps so that G renders the target."""
 
     per_layer = False  # W+ (WPlusInverter): one latent per layer
@@ -116,7 +99,7 @@ class WInverter:
         heads_path: Optional[str] = None,     # LPIPS v0.1 VGG heads file; None: search
         distance_upsample: bool = False,      # VGG16 sees images under 256 px upsampled to 256 (official: as rendered)
         autocast: Optional[str] = None,       # None: float32; 'bf16': forward passes in bfloat16 (pti_lab/precision.py)
-        progress: bool = True,                # progress bar over the steps (only on a terminal)
+        progress: bool = True,                # progress bar on a terminal, a few log lines elsewhere (pti_lab/progress.py)
     ):
         where = type(self).__name__
         if steps < 0 or lr <= 0:
@@ -146,37 +129,36 @@ class WInverter:
         """Learning rate at progress t = step / steps in [0, 1)."""
         return ramped_learning_rate(t, self.lr, self.lr_rampup, self.lr_rampdown)
 
-    def invert(self, G: Generator, target: torch.Tensor, seed: int = 0,
-               on_step: Optional[StepCallback] = None, init: Optional[torch.Tensor] = None) -> Inversion:
-        """Invert `target` [1, 3, R, R] in [-1, 1]; `seed` fixes the noise maps and the w noise;
-        `on_step` is called after every step with its losses and render; `init` [1, num_ws, w_dim]
-        starts the search there instead of at mu_w (W: at the mean of its rows), e.g. an encoder's latent."""
-        result = self.invert_batch(G, [target], seed, [on_step], None if init is None else [init])[0]
-        if isinstance(result, PTILabError):
-            raise result
-        return result
+    def one_step(self) -> "WInverter":
+        probe = copy.copy(self)
+        probe.steps, probe.progress = 1, False
+        return probe
 
-    def invert_batch(self, G: Generator, targets: Sequence[torch.Tensor], seed: int = 0,
-                     on_steps: Optional[Sequence[Optional[StepCallback]]] = None,
-                     inits: Optional[Sequence[torch.Tensor]] = None) -> list[Inversion | PTILabError]:
-        """Invert K targets ([1, 3, R, R] each) in one batch, each exactly as `invert` would alone with
-        this seed: its own noise maps, w noise and random stream, the same schedule, its own Adam rows
-        (the batch loss is the sum of the per-image losses). Returns one Inversion per target, or in its
-        place the error that failed it (a bad target, a non-finite loss): the others go on without it.
-        `seconds` of each is the batch's wall time divided by K."""
+    def invert_batch(
+        self,
+        G: Generator,                        # the generator inverted (only read)
+        targets: Sequence[torch.Tensor],     # K images [1, 3, R, R] in [-1, 1]
+        seed: int = 0,                       # fixes each image's noise maps and w noise
+        on_steps: Optional[Sequence[Optional[StepCallback]]] = None,  # per image, called after each step
+        inits: Optional[Sequence[torch.Tensor]] = None,  # per image [1, num_ws, w_dim]: start there instead of
+                                             # at mu_w (W: at the mean of its rows), e.g. an encoder's latent
+    ) -> list[Inversion | PTILabError]:
+        """Invert K targets in one batch, each exactly as it would be alone with this seed: its own noise
+        maps, w noise and random stream, the same schedule, its own Adam rows (the batch loss is the sum of
+        the per-image losses). Returns one Inversion per target, or in its place the error that failed it
+        (a bad target, a non-finite loss): the others go on without it. `seconds` of each is the batch's
+        wall time divided by K."""
         where = type(self).__name__
-        on_steps = list(on_steps) if on_steps is not None else [None] * len(targets)
-        # live: indices into targets of the images still optimised, in row order
-        results, live = accepted(targets, lambda target: check_target(G, target, where))
-        if not live:
-            return results
+        problems = Problems(targets, lambda target: check_target(G, target, where), on_steps)
+        if not problems:
+            return problems.results
         start = time.perf_counter()
         device = next(G.parameters()).device
         stats = cached_w_stats(G, self.w_avg_samples, self.w_stats_seed, self.w_stats_disk_cache)
         distance = self.projector_distance(device)
         with torch.no_grad():
-            target_features = distance.feature_maps(torch.cat([targets[k] for k in live]).to(device, torch.float32))
-        rngs = [torch.Generator(device).manual_seed(seed) for _ in live]
+            target_features = distance.feature_maps(torch.cat([targets[k] for k in problems.live]).to(device, torch.float32))
+        rngs = [torch.Generator(device).manual_seed(seed) for _ in problems.live]
 
         # G is only read: its weights enter detached (no gradients accumulate in G) and the optimised
         # noise maps [K, 1, H, W] replace its noise buffers [H, W] for these calls only.
@@ -185,68 +167,58 @@ class WInverter:
         noise = {name: torch.stack([torch.randn(shape, generator=rng, device=device) for rng in rngs])[:, None]
                  for name, shape in noise_shapes.items()}  # each image's maps drawn in the order it draws them alone
         num_latents = G.num_ws if self.per_layer else 1
-        w_start = stats.mean.to(device)[:, None].repeat([len(live), num_latents, 1])  # [K, L, w_dim]
+        w_start = stats.mean.to(device)[:, None].repeat([len(problems), num_latents, 1])  # [K, L, w_dim]
         if inits is not None:  # each image's own start, [1, num_ws, w_dim]
-            w_start = torch.cat([inits[k].detach().to(device, torch.float32) for k in live])
+            w_start = torch.cat([inits[k].detach().to(device, torch.float32) for k in problems.live])
             w_start = w_start if self.per_layer else w_start.mean(dim=1, keepdim=True)
         adam = StackedAdam([{"w": w_start, **noise}], [self.lr], ADAM_BETAS)
 
-        losses: dict[int, list] = {k: [] for k in live}
-        bar = tqdm(range(self.steps), desc=where, leave=False, disable=not (self.progress and sys.stderr.isatty()))
-        for step in bar:
-            t = step / self.steps
-            adam.set_lr(self.learning_rate(t))
-            # Exploration noise on w, annealed to zero: early steps search a neighbourhood of mu_w.
-            w_noise_scale = stats.std * self.initial_noise_factor * max(0.0, 1.0 - t / self.noise_ramp) ** 2
-            w_noise = torch.cat([torch.randn([1, num_latents, G.w_dim], generator=rng, device=device) for rng in rngs])
-            params = adam[0]
-            ws = (params["w"] + w_noise * w_noise_scale).expand(-1, G.num_ws, -1)  # [K, num_ws, w_dim]
-            maps = {name: params[name] for name in noise_shapes}
-            with autocast_context(self.autocast, device):
-                # Unfused modulation: with G's weights frozen, the backward pass then needs one convolution
-                # per layer (the input gradient) instead of two (input and per-sample weight); same image.
-                synth = torch.func.functional_call(G.synthesis, {**weights, **maps}, (ws,),
-                                                   {"noise_mode": "const", "fused_modconv": False})
-                dist = distance.distance(distance.feature_maps_unchecked(synth), target_features).float()  # [K]
-            reg = noise_regularization(maps.values()).expand_as(dist)  # [K]
-            loss = dist + self.noise_reg_weight * reg  # [K]
+        def failure(row: int, losses: dict) -> NonFiniteLossError:
+            return NonFiniteLossError(f"{where}: loss is {losses['loss']} at step {step + 1}/{self.steps} "
+                                      f"(dist {losses['dist']}, noise_reg {losses['noise_reg']})")
 
-            failed = []
-            for row, (value, dist_value, reg_value) in enumerate(torch.stack([loss, dist, reg], 1).tolist()):
-                k, record = live[row], {"loss": value, "dist": dist_value, "noise_reg": reg_value}
-                if not math.isfinite(value):
-                    results[k] = NonFiniteLossError(f"{where}: loss is {value} at step {step + 1}/{self.steps} "
-                                                    f"(dist {dist_value}, noise_reg {reg_value})")
-                    failed.append(row)
-                    continue
-                losses[k].append(record)
-                if on_steps[k] is not None:
-                    on_steps[k](step, record, synth[row:row + 1].detach())
-            if not bar.disable:
-                bar.set_postfix(dist=f"{dist.mean().item():.4f}", refresh=False)
+        with StepProgress(self.steps, where, enabled=self.progress) as progress:
+            for step in progress:
+                t = step / self.steps
+                adam.set_lr(self.learning_rate(t))
+                # Exploration noise on w, annealed to zero: early steps search a neighbourhood of mu_w.
+                w_noise_scale = stats.std * self.initial_noise_factor * max(0.0, 1.0 - t / self.noise_ramp) ** 2
+                w_noise = torch.cat([torch.randn([1, num_latents, G.w_dim], generator=rng, device=device) for rng in rngs])
+                params = adam[0]
+                ws = (params["w"] + w_noise * w_noise_scale).expand(-1, G.num_ws, -1)  # [K, num_ws, w_dim]
+                maps = {name: params[name] for name in noise_shapes}
+                with autocast_context(self.autocast, device):
+                    # Unfused modulation: with G's weights frozen, the backward pass then needs one convolution
+                    # per layer (the input gradient) instead of two (input and per-sample weight); same image.
+                    synth = torch.func.functional_call(G.synthesis, {**weights, **maps}, (ws,),
+                                                       {"noise_mode": "const", "fused_modconv": False})
+                    dist = distance.distance(distance.feature_maps_unchecked(synth), target_features).float()  # [K]
+                reg = noise_regularization(maps.values()).expand_as(dist)  # [K]
+                loss = dist + self.noise_reg_weight * reg  # [K]
 
-            kept = [row for row in range(len(live)) if row not in failed]
-            if not kept:
-                live = []
-                break
-            adam.step(loss[kept].sum())  # a failed image's rows get no gradient and are dropped below
-            with torch.no_grad():
-                for name in noise_shapes:  # each image's noise maps [1, H, W] renormalised on their own
-                    buf = adam[0][name]
-                    buf -= buf.mean(dim=(1, 2, 3), keepdim=True)
-                    buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
-            if failed:
-                rows = torch.tensor(kept, device=device)
-                adam.keep(rows)
-                target_features = [f[rows] for f in target_features]
-                rngs = [rngs[row] for row in kept]
-                live = [live[row] for row in kept]
+                failed = problems.report(step, {"loss": loss, "dist": dist, "noise_reg": reg}, synth[:, None], failure)
+                progress.show(dist=dist.mean())
+                kept = [row for row in range(len(problems)) if row not in failed]
+                if not kept:
+                    problems.keep([], device)
+                    break
+                adam.step(loss[kept].sum())  # a failed image's rows get no gradient and are dropped below
+                with torch.no_grad():
+                    for name in noise_shapes:  # each image's noise maps [1, H, W] renormalised on their own
+                        buf = adam[0][name]
+                        buf -= buf.mean(dim=(1, 2, 3), keepdim=True)
+                        buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+                if failed:
+                    rows = problems.keep(kept, device)
+                    adam.keep(rows)
+                    target_features = [f[rows] for f in target_features]
+                    rngs = [rngs[row] for row in kept]
 
-        seconds = (time.perf_counter() - start) / len(results)
-        for row, k in enumerate(live):
+        seconds = (time.perf_counter() - start) / len(targets)
+        for row, k in enumerate(problems.live):
             pivot = adam[0]["w"][row:row + 1].detach().expand(-1, G.num_ws, -1).clone()  # [1, num_ws, w_dim]
-            results[k] = Inversion(pivot=pivot, losses=losses[k], steps=self.steps, seconds=seconds)
-        return results
+            problems.results[k] = Inversion(pivot=pivot, losses=problems.losses[k], steps=self.steps, seconds=seconds)
+        return problems.results
 
 
 class WPlusInverter(WInverter):

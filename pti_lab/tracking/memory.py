@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from pti_lab.batch_memory import proc_bytes
+from pti_lab.batching.memory import proc_bytes
 from pti_lab.runtime import return_freed_memory
 
 MiB = 2 ** 20

@@ -1,6 +1,6 @@
 """Generator tuning around pivots: pivotal (PTI), joint (ablations E/F), locality regularisation."""
 
 from pti_lab.tuning.locality_regularizer import LocalityRegularizer
-from pti_lab.tuning.pivotal import JointTuner, NoTuner, PivotalTuner, Tuning
+from pti_lab.tuning.pivotal import JointTuner, PivotalTuner, Tuning
 
-__all__ = ["JointTuner", "LocalityRegularizer", "NoTuner", "PivotalTuner", "Tuning"]
+__all__ = ["JointTuner", "LocalityRegularizer", "PivotalTuner", "Tuning"]

@@ -52,7 +52,7 @@ class LocalityRegularizer:
 
     def terms(self, before: torch.Tensor, after: torch.Tensor,
               perceptual: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LPIPS, MSE) between the images [P, samples, C, R, R] of P pivots' w_r, one value per pivot [P]."""
+        """(LPIPS, MSE) between the images [P, S, C, R, R] of P generators' w_r, one value per generator [P]."""
         P = before.shape[0]
         zero = before.new_zeros([P])
         lpips = (perceptual.forward_unchecked(before.flatten(0, 1), after.flatten(0, 1)).reshape(P, -1).mean(1)
@@ -66,37 +66,16 @@ class LocalityRegularizer:
     def loss(
         self,
         original: Generator,            # the generator before tuning (frozen)
-        tuned: Generator,               # the generator being tuned
-        pivots: torch.Tensor,           # [N, num_ws, w_dim]; one image's pivot is regularised per row
-        perceptual: torch.nn.Module,    # LPIPS network
-        rng: Optional[torch.Generator] = None,  # source of the sampled z (CPU generator)
-    ) -> tuple[torch.Tensor, dict]:
-        """The weighted locality term (scalar) and its parts for logging."""
-        total_lpips = total_l2 = pivots.new_zeros([])
-        for pivot in pivots:
-            w_r = self.sample(original, pivot.unsqueeze(0), rng)
-            with torch.no_grad():
-                before = original.synthesis(w_r, noise_mode=self.noise_mode)
-            after = tuned.synthesis(w_r, noise_mode=self.noise_mode)
-            lpips, mse = self.terms(before[None], after[None], perceptual)
-            total_lpips, total_l2 = total_lpips + lpips[0], total_l2 + mse[0]
-        n = len(pivots)
-        loss = self.weighted(total_lpips, total_l2) / n
-        parts = {"locality_lpips": total_lpips.item() / n, "locality_mse": total_l2.item() / n}
-        return loss, parts
-
-    def batch_loss(
-        self,
-        original: Generator,            # the generator before tuning (frozen)
         render_tuned: Callable[[torch.Tensor], torch.Tensor],  # ws [K, S, num_ws, w_dim] -> images [K, S, C, R, R],
-                                        # row k rendered by image k's tuned generator
-        pivots: torch.Tensor,           # [K, num_ws, w_dim]: image k's pivot
+                                        # row k rendered by tuned generator k
+        pivots: torch.Tensor,           # [K, N, num_ws, w_dim]: the N pivots of generator k
         perceptual: torch.nn.Module,    # LPIPS network
-        rngs: Sequence[Optional[torch.Generator]],  # image k's source of z (as `loss` uses it for k alone)
+        rngs: Sequence[Optional[torch.Generator]],  # generator k's source of z, drawn pivot after pivot
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each image's locality term for its own generator: (weighted loss, LPIPS, MSE), each [K];
-        row k equals `loss(original, tuned_k, pivots[k:k+1], perceptual, rngs[k])`."""
-        w_r = torch.stack([self.sample(original, pivot.unsqueeze(0), rng) for pivot, rng in zip(pivots, rngs)])
+        """Each generator's locality term: (weighted loss, LPIPS, MSE), each [K], the mean over its pivots
+        and their samples."""
+        w_r = torch.stack([torch.cat([self.sample(original, pivot[None], rng) for pivot in problem])
+                           for problem, rng in zip(pivots, rngs)])  # [K, N * samples, num_ws, w_dim]
         with torch.no_grad():
             before = original.synthesis(w_r.flatten(0, 1), noise_mode=self.noise_mode).reshape(
                 *w_r.shape[:2], original.img_channels, original.img_resolution, original.img_resolution)

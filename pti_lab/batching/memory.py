@@ -8,12 +8,16 @@ activations, which dominate) plus what the caller adds per image (e.g. the optim
 tuned weights).
 """
 
+import logging
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 from pti_lab.config import ConfigError
+from pti_lab.models.stylegan2 import Generator
+
+log = logging.getLogger(__name__)
 
 HEADROOM = 0.9  # plan with this share of the memory available at the start
 GiB = 2 ** 30
@@ -98,3 +102,33 @@ class BatchMemory:
         if self.available is None:
             return text + "; available memory unknown"
         return text + f"; {self.available / GiB:.1f} GiB available: the largest K that fits is {self.largest()}"
+
+
+def check_batch_memory(
+    G: Generator,                  # the base generator
+    inverter,                      # the run's Inverter (pti_lab/stages.py)
+    tuner,                         # the run's Tuner; None: an inversion-only method
+    perceptual: torch.nn.Module,   # LPIPS of the tuning loss
+    regularizer,                   # the tuning's locality regulariser, or None
+    batch_size: int,               # the K to check
+    seed: int,                     # the run's seed
+) -> None:
+    """Before the first batch: stop the run with a ConfigError (one line) when batch_size images cannot be
+    inverted and tuned together in the memory available, rather than run out of it halfway. Each stage's
+    `one_step()` copy runs a batch of G's mean image at K = 1 and 2."""
+    device = next(G.parameters()).device
+    pivot = G.mapping.w_avg.reshape(1, 1, -1).expand(1, G.num_ws, -1)  # [1, num_ws, w_dim]
+    with torch.no_grad():
+        target = G.synthesis(pivot, noise_mode="const").clamp(-1, 1)  # [1, C, R, R]
+    inverting = inverter.one_step()
+    tuning = tuner.one_step() if tuner is not None else None
+
+    def step(K: int) -> None:
+        inverting.invert_batch(G, [target] * K, seed=seed)
+        if tuning is not None:
+            tuning.tune_batch(G, [target] * K, [pivot] * K, perceptual, regularizer)
+    # Per image on the host besides autograd's tensors: the tuned copy, its gradient and two Adam moments.
+    tuned_bytes = 4 * sum(p.numel() * p.element_size() for p in G.synthesis.parameters()) if tuning else 0
+    memory = BatchMemory(step, device, tuned_bytes)
+    log.info("batch_size=%d: memory %s", batch_size, memory.describe())
+    memory.check(batch_size, f"batch_size={batch_size}")

@@ -7,11 +7,14 @@ would scale every row's gradient by 1/K, which Adam's eps does not ignore). A ro
 other rows go on exactly as if it had never been there.
 """
 
-from typing import Any, Callable, Iterable, Sequence
+import copy
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
 from pti_lab.errors import BadInputError
+from pti_lab.models.stylegan2 import Generator
 
 
 def adam(groups: list[dict], betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
@@ -83,3 +86,47 @@ def accepted(items: Sequence[Any], check: Callable[[Any], None]) -> tuple[list, 
         except BadInputError as error:
             results[index] = error
     return results, live
+
+
+class StackedSynthesis:
+    """G's synthesis network rendered with K copies of some of its weights: row k of every tuned tensor
+    [K, ...] is problem k's generator; the other weights are G's own, shared and never written."""
+
+    def __init__(
+        self,
+        G: Generator,        # the generator every problem starts from (left unchanged)
+        names: list[str],    # the synthesis parameters that are tuned (names inside G.synthesis)
+    ):
+        self.G, self.names = G, names
+        self.shared = {name: p.detach() for name, p in G.synthesis.named_parameters() if name not in names}
+
+    def initial(self, K: int) -> dict[str, torch.Tensor]:
+        """G's tuned weights, one row per problem: name -> [K, ...] (a view; StackedAdam copies it)."""
+        return {name: self.G.synthesis.get_parameter(name).detach().expand(K, *self.G.synthesis.get_parameter(name).shape)
+                for name in self.names}
+
+    def render_one(self, weights: dict[str, torch.Tensor], ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        return torch.func.functional_call(self.G.synthesis, {**self.shared, **weights}, (ws,), {"noise_mode": noise_mode})
+
+    def render(self, weights: dict[str, torch.Tensor], ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        """ws [K, S, num_ws, w_dim] -> images [K, S, C, R, R], row k by problem k's weights [K, ...].
+        One problem renders as the module itself would (no vmap: the same kernels as G.synthesis)."""
+        if len(ws) == 1:
+            return self.render_one({name: value[0] for name, value in weights.items()}, ws[0], noise_mode)[None]
+        vectorised = torch.func.vmap(self.render_one, in_dims=(0, 0, None), randomness="different")
+        return vectorised(weights, ws, noise_mode)
+
+    def generator(self, weights: dict[str, torch.Tensor], row: int) -> Generator:
+        """Problem `row`'s generator as a module of its own: G with that row's tuned weights (eval, frozen)."""
+        tuned = copy.deepcopy(self.G).requires_grad_(False).eval()
+        with torch.no_grad():
+            for name, value in weights.items():
+                tuned.synthesis.get_parameter(name).copy_(value[row])
+        return tuned
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last one shorter)."""
+    iterator = iter(items)
+    while group := list(islice(iterator, size)):
+        yield group

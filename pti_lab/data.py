@@ -2,9 +2,15 @@
 
 Every dataset yields `Sample`s lazily, in a stable sorted order, as float32 [1, 3, R, R] tensors in
 [-1, 1] at the resolution the generator asks for. `shard=I shards=N` keeps the I-th of N disjoint
-parts (after `limit`): an item's shard is the sha256 of its key (a synthfaces face's name, a file's
-path relative to the folder) modulo N, so it depends on that item alone: adding or removing other
-files never moves an image to another shard, and the N shards together hold every image once.
+parts (after `limit`), which together hold every image once; `split` says how the items are dealt:
+- `hash` (the default): an item's shard is the sha256 of its key (a synthfaces face's name, a file's
+  path relative to the folder) modulo N, so it depends on that item alone: adding or removing other
+  files never moves an image to another shard (clusters, where files come and go), but the shards
+  are only roughly even (8 images in 2 shards may split 6 and 2);
+- `balanced`: the items, in the data set's sorted order, are dealt round-robin (item k to shard
+  k mod N), so each shard holds floor or ceil(items / N): for P processes on one machine. An item's
+  shard depends on its position: a larger `limit` adds items without moving any, but a file added
+  to a folder moves every file sorted after it.
 Files of any size and format are centre-cropped to a square and Lanczos-resized, with one logged
 warning per pass; any mode is read as RGB (pti_lab.imaging.to_rgb: CMYK, 16-bit, palette,
 transparency, EXIF rotation). A file that cannot be read (corrupt, truncated, empty, not an image,
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+SPLITS = ("hash", "balanced")  # how data.split deals the items to the shards (module docstring)
 
 
 @dataclass
@@ -50,17 +57,28 @@ def check_limit(limit: Optional[int]) -> Optional[int]:
     return limit
 
 
-def check_shard(shard: int, shards: int) -> None:
+def check_shard(shard: int, shards: int, split: str) -> None:
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise BadInputError(f"data.shards must be an integer >= 1, got {shards!r}")
     if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < shards:
         raise BadInputError(f"data.shard={shard!r} is not one of the data.shards={shards} shards "
                             f"(expected an integer from 0 to {shards - 1})")
+    if split not in SPLITS:
+        raise BadInputError(f"data.split={split!r} is not one of {', '.join(SPLITS)}")
 
 
 def shard_of(key: str, shards: int) -> int:
     """The shard of the item named `key`: a hash of the key alone (stable when other items come or go)."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
+
+
+def shard_positions(keys: list, shard: int, shards: int, split: str) -> list:
+    """The positions in `keys` (the items after the limit, in the data set's sorted order) of the
+    items in `shard`, split as the module docstring says."""
+    check_shard(shard, shards, split)
+    if split == "balanced":
+        return list(range(shard, len(keys), shards))
+    return [position for position, key in enumerate(keys) if shard_of(key, shards) == shard]
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -93,7 +111,8 @@ class SynthfacesTestSet:
         seed: Optional[int] = None,    # test-set seed; None = the published default
         limit: Optional[int] = None,   # keep only the first `limit` faces
         shard: int = 0,                # keep only this shard of the faces (0 .. shards - 1)
-        shards: int = 1,               # number of shards the faces are split into (by name hash)
+        shards: int = 1,               # number of shards the faces are split into
+        split: str = "hash",           # "hash" (by name, stable as faces are added) or "balanced" (round-robin)
     ):
         if kind not in KINDS:
             raise BadInputError(f"synthfaces test set kind '{kind}' is not one of {', '.join(KINDS)}")
@@ -103,9 +122,8 @@ class SynthfacesTestSet:
         self.count = count
         self.seed = DEFAULT_SEED if seed is None else seed
         self.limit = check_limit(limit)
-        check_shard(shard, shards)
         kept = range(self.count if self.limit is None else min(self.count, self.limit))
-        self.indices = [i for i in kept if shard_of(self.name(i), shards) == shard]
+        self.indices = shard_positions([self.name(i) for i in kept], shard, shards, split)  # position = index
         self.names = [self.name(i) for i in self.indices]
 
     def name(self, index: int) -> str:
@@ -174,12 +192,11 @@ def read_image(path: Path, resolution: int) -> tuple:
 class ImageFiles:
     """Image files loaded with PIL, centre-cropped and resized; the base of ImageFolder and SingleImage."""
 
-    def __init__(self, files: list, root: Path, limit: Optional[int] = None, shard: int = 0, shards: int = 1):
+    def __init__(self, files: list, root: Path, limit: Optional[int] = None, shard: int = 0, shards: int = 1,
+                 split: str = "hash"):
         limit = check_limit(limit)
-        check_shard(shard, shards)
         names = unique_names(files, root)  # named before the limit and the shard: a name never depends on them
-        kept = [i for i, file in enumerate(files[:limit])
-                if shard_of(file.relative_to(root).as_posix(), shards) == shard]
+        kept = shard_positions([file.relative_to(root).as_posix() for file in files[:limit]], shard, shards, split)
         self.files = [files[i] for i in kept]
         self.names = [names[i] for i in kept]
         self.root = root
@@ -214,7 +231,8 @@ class ImageFolder(ImageFiles):
         limit: Optional[int] = None,  # keep only the first `limit` files
         recursive: bool = False,      # also look in subfolders
         shard: int = 0,               # keep only this shard of the files (0 .. shards - 1)
-        shards: int = 1,              # number of shards the files are split into (by path hash)
+        shards: int = 1,              # number of shards the files are split into
+        split: str = "hash",          # "hash" (by path, stable as files are added) or "balanced" (round-robin)
     ):
         root = Path(path)
         if not root.is_dir():
@@ -224,7 +242,7 @@ class ImageFolder(ImageFiles):
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
             raise BadInputError(f"image folder {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        super().__init__(files, root, limit, shard, shards)
+        super().__init__(files, root, limit, shard, shards, split)
 
 
 class SingleImage(ImageFiles):
@@ -236,8 +254,9 @@ class SingleImage(ImageFiles):
         limit: Optional[int] = None,  # accepted so that data.limit works with every dataset
         shard: int = 0,               # accepted so that data.shard works with every dataset
         shards: int = 1,              # (the image is in one of the shards, the others are empty)
+        split: str = "hash",          # which shard: its path's hash, or shard 0 when "balanced"
     ):
         file = Path(path)
         if not file.is_file():
             raise BadInputError(f"image file {file} does not exist or is not a file")
-        super().__init__([file], file.parent, limit, shard, shards)
+        super().__init__([file], file.parent, limit, shard, shards, split)

@@ -137,3 +137,62 @@ def test_configs_instantiate(option, tmp_path):
     dataset = hydra.utils.instantiate(cfg)
     assert len(dataset) == (32 if option.startswith("synthfaces") else 1)
     check_image(next(iter(dataset.samples(16))).image, 16)
+
+
+# ----------------------------------------------------------------------------
+# data.split: how data.shard=I data.shards=N deals the images (tests/test_shards.py: the hash split).
+
+
+def shard_names(make, shards: int) -> list:
+    """The names of each shard of the data set `make(shard=..., shards=...)` builds."""
+    return [make(shard=shard, shards=shards).names for shard in range(shards)]
+
+
+def check_partition(parts: list, every: list) -> None:
+    """The shards are disjoint, together hold every image once, and each keeps the data set's order."""
+    assert sorted(name for part in parts for name in part) == sorted(every)
+    assert all(part == [name for name in every if name in part] for part in parts)
+
+
+def test_balanced_shards_split_8_images_4_and_4_where_the_hash_splits_them_7_and_1(tmp_path):
+    ood = SynthfacesTestSet(kind="ood", limit=8).names
+    hashed = shard_names(lambda **shard: SynthfacesTestSet(kind="ood", limit=8, **shard), 2)
+    balanced = shard_names(lambda **shard: SynthfacesTestSet(kind="ood", limit=8, split="balanced", **shard), 2)
+    assert [len(part) for part in hashed] == [7, 1]  # the name hash, unchanged: the split the issue measured
+    assert balanced == [ood[0::2], ood[1::2]] and ood == [f"ood_{i:03d}" for i in range(8)]
+    check_partition(balanced, ood)
+    for name in [f"img{i}" for i in range(8)]:
+        save(tmp_path / f"{name}.png", (8, 8))
+    folder = shard_names(lambda **shard: ImageFolder(str(tmp_path), split="balanced", **shard), 2)
+    assert folder == [["img0", "img2", "img4", "img6"], ["img1", "img3", "img5", "img7"]]
+
+
+def test_balanced_shards_of_7_images_hold_3_2_2_and_follow_the_limit(tmp_path):
+    for index in range(10):
+        save(tmp_path / f"p{index}.png", (8, 8))
+    every = ImageFolder(str(tmp_path), limit=7).names
+    parts = shard_names(lambda **shard: ImageFolder(str(tmp_path), limit=7, split="balanced", **shard), 3)
+    assert [len(part) for part in parts] == [3, 2, 2]
+    check_partition(parts, every)
+    faces = shard_names(lambda **shard: SynthfacesTestSet(kind="indomain", count=7, split="balanced", **shard), 3)
+    assert faces == [["indomain_000", "indomain_003", "indomain_006"], ["indomain_001", "indomain_004"],
+                     ["indomain_002", "indomain_005"]]
+    # the same command deals the same shards (resume), and a larger limit adds images without moving any
+    assert parts == shard_names(lambda **shard: ImageFolder(str(tmp_path), limit=7, split="balanced", **shard), 3)
+    larger = shard_names(lambda **shard: ImageFolder(str(tmp_path), limit=10, split="balanced", **shard), 3)
+    assert all(set(before) <= set(after) for before, after in zip(parts, larger))
+
+
+def test_a_single_image_is_in_shard_0_when_balanced(tmp_path):
+    image = str(save(tmp_path / "face.png"))
+    assert shard_names(lambda **shard: SingleImage(image, split="balanced", **shard), 3) == [["face"], [], []]
+
+
+def test_a_bad_split_is_refused_in_one_line_naming_the_key(tmp_path):
+    assert {OmegaConf.load(path).split for path in CONF_DATA.glob("*.yaml")} == {"hash"}  # the default
+    image = str(save(tmp_path / "face.png"))
+    for make in (lambda: SynthfacesTestSet(split="foo"), lambda: ImageFolder(str(tmp_path), split="foo"),
+                 lambda: SingleImage(image, shard=1, shards=2, split="foo")):
+        with pytest.raises(BadInputError) as error:
+            make()
+        assert str(error.value) == "data.split='foo' is not one of hash, balanced"

@@ -16,9 +16,10 @@ float32).
 
 The one-process configurations take turns group by group, each one's groups spread over the whole run
 (K=1's eight images around K=8's one batch), so that other load on a shared machine slows them alike.
---processes P > 1 (CPU): the images split into P equal shares, each run in its own process with
-threads // P torch threads, in groups of K (at most its share), side by side: what a sweep over
-data shards does (`python run.py -m data.shard=0,1 data.shards=2 hydra/launcher=joblib batch_size=4`). On a few cores
+--processes P > 1 (CPU): the images dealt round-robin into P equal shares, each run in its own process
+with threads // P torch threads, in groups of K (at most its share), side by side: what a sweep over
+balanced data shards does (`python run.py -m data.shard=0,1 data.shards=2 data.split=balanced
+hydra/launcher=joblib batch_size=4`). On a few cores
 small convolutions keep one thread busier than two, so P processes of one thread beat one process of
 P threads. Each configuration with P > 1 runs on its own after the one-process turns, timed from the
 moment every process has loaded its models and images to the moment the last one finishes.
@@ -301,7 +302,7 @@ def main() -> None:
     K = min(K, -(-n // P))  # the groups of a process hold at most its share of the images
     print(f"speed-ups are against P=1 K=1 fp32 (the one-image path) in this run; fastest: batch_size={K}"
           + (f" {overrides(precision)}" if overrides(precision) else "")
-          + (f" over {P} processes (data.shards={P}, hydra/launcher=joblib)" if P > 1 else ""))
+          + (f" over {P} processes (data.shards={P} data.split=balanced, hydra/launcher=joblib)" if P > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Recorded (they change what an image's rows, pictures and tensors hold): the node
 `data`, `inverter`, `tuner`, `regularizer`, `perceptual`, `identity`, `editor`, `metrics`, and the
 keys `seed` and `mode`. Not recorded (they change which images run, or how and where, not what
 each image gets):
-  data.limit, data.shard, data.shards  which images of the data set run: a larger limit adds images
+  data.limit, data.shard(s), data.split  which images of the data set run: a larger limit adds images
                                        to a run, and the shards of one data set share the settings
   batch_size                           images per pass: the results of one at a time, up to rounding
   device                               cpu or cuda: rounding only; a run may finish on other hardware
@@ -41,7 +41,7 @@ REPLACED_DIR = "replaced"  # resume=restart moves earlier outputs to replaced/<U
 RECORDED_NODES = ("generator", "data", "inverter", "tuner", "regularizer", "perceptual", "identity",
                   "editor", "metrics", "seed", "mode")
 EDIT_NODES = ("editor", "metrics")  # what only the edit stage uses
-UNRECORDED_KEYS = {"data.limit", "data.shard", "data.shards"}
+UNRECORDED_KEYS = {"data.limit", "data.shard", "data.shards", "data.split"}
 UNRECORDED_NAMES = {"progress", "w_stats_disk_cache"}  # leaf names ignored wherever they are
 KEPT_ON_RESTART = {".hydra", REPLACED_DIR, ".submitit"}  # Hydra's record of the run, submitit's, earlier outputs
 

@@ -5,8 +5,8 @@ Recorded (they change what an image's rows, pictures and tensors hold): the node
 `data`, `inverter`, `tuner`, `regularizer`, `perceptual`, `identity`, `editor`, `metrics`, and the
 keys `seed` and `mode`. Not recorded (they change which images run, or how and where, not what
 each image gets):
-  data.limit, data.shard(s), data.split  which images of the data set run: a larger limit adds images
-                                       to a run, and the shards of one data set share the settings
+  data.limit, data.shard(s), data.split  which images of the data set run: a larger limit adds
+                                         images to a run, and the shards of one data set share the settings
   batch_size                           images per pass: the results of one at a time, up to rounding
   device                               cpu or cuda: rounding only; a run may finish on other hardware
   reuse_inversions                     the pivot cache returns what these inverter settings compute

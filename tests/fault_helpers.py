@@ -24,10 +24,6 @@ from pti_lab.tracking.store import RunStore
 from pti_lab.tracking.wandb_logger import WandbLogger
 from tests.conftest import REPO
 
-# Small enough for a quick test, long enough (inversion, tuning: seconds each) to be killed inside.
-TINY = ["logger=none", "device=cpu", "preview=null", "inverter.progress=false", "tuner.progress=false"]
-
-
 class Run:
     """`python run.py ARGS` in the background (W&B disabled, one torch thread) on a pseudo-terminal,
     so that the progress bars of the inversion and the tuning show where it is (`output`)."""

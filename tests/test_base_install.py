@@ -56,8 +56,7 @@ def base_install_env(folder: Path, block_modules: bool) -> dict:
 
 def run_base(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     """`python run.py` with tiny settings in a base install."""
-    args = ["data.limit=1", "inverter.steps=3", "tuner.steps=3", "logger=none", "device=cpu", "preview=null",
-            f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+    args = ["debug=smoke", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=base_install_env(tmp_path / "site", block_modules=True))
 

@@ -18,7 +18,6 @@ from pti_lab.synthfaces import shipped
 from pti_lab.train import synthfaces_encoders
 from tests.conftest import run_py
 
-FAST = ["logger=none", "preview=null", "device=cpu", "data.limit=1", "inverter.progress=false"]
 SHIPPED_MARGIN = 1.5  # the shipped encoders' mean LPIPS on 4 in-domain faces, at most this times the manifest's
 TINY = dict(widths=[16, 16, 16, 16], units=[1, 1, 1, 1], style_channels=16)  # encoder sizes of the fast tests
 
@@ -60,8 +59,8 @@ def tiny_encoder_file(path: Path, resolution: int, seed: int = 0) -> Path:
 def test_run_py_e4e_pivot_then_pivotal_tuning(tmp_path):
     """PTI from the e4e pivot (the official use_e4e): an inversion row with 0 steps, then tuning below it."""
     out = tmp_path / "run"
-    run_py("inverter=e4e", "tuner=pivotal", "tuner.steps=20", "tuner.lpips_threshold=null", "tuner.progress=false",
-           f"hydra.run.dir={out}", *FAST)
+    run_py("inverter=e4e", "tuner=pivotal", "debug=smoke", "tuner.steps=20", "tuner.lpips_threshold=null",
+           f"hydra.run.dir={out}")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["choices"]["inverter"] == "e4e" and summary["failed"] == []
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -76,7 +75,7 @@ def test_run_py_e4e_pivot_then_pivotal_tuning(tmp_path):
 
 def test_run_py_psp_inversion_only(tmp_path):
     out = tmp_path / "run"
-    run_py("inverter=psp", "tuner=none", f"hydra.run.dir={out}", *FAST)
+    run_py("+method=psp", "debug=smoke", f"hydra.run.dir={out}")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["choices"]["inverter"] == "psp" and summary["images"] == 1 and summary["failed"] == []
     assert 0 < summary["stages"]["inversion"]["lpips"] < 0.5 and "tuning" not in summary["stages"]
@@ -101,7 +100,8 @@ def test_refinement_improves_on_the_encoder(G, faces, lpips):
 
 def test_generator_mismatch_is_one_line_naming_both(tmp_path):
     file = tiny_encoder_file(tmp_path / "psp_128.pt", resolution=128)
-    result = run_py("inverter=psp", f"inverter.path={file}", f"hydra.run.dir={tmp_path / 'run'}", *FAST, check=False)
+    result = run_py("inverter=psp", f"inverter.path={file}", f"hydra.run.dir={tmp_path / 'run'}", "debug=smoke",
+                    check=False)
     assert result.returncode != 0
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and str(file) in line and "num_ws=12" in line and "num_ws=10" in line

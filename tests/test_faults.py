@@ -25,7 +25,7 @@ from pti_lab.pipeline import build_stages
 from pti_lab.tracking.recorder import Recorder
 from pti_lab.tracking.store import RunStore
 from tests.conftest import REPO, run_py
-from tests.fault_helpers import TINY, Run, check_complete, check_files_load, has_row, rows_of, step_shown
+from tests.fault_helpers import Run, check_complete, check_files_load, has_row, rows_of, step_shown
 
 register_configs()
 
@@ -35,7 +35,7 @@ SLOW_STAGES = ["inverter.steps=20", "tuner.steps=30", "reuse_inversions=false", 
 
 
 def fault_args(run_dir: Path, *extra: str) -> list[str]:
-    return [f"hydra.run.dir={run_dir}", *TINY, *SLOW_STAGES, *extra]
+    return [f"hydra.run.dir={run_dir}", "debug=smoke", *SLOW_STAGES, *extra]
 
 
 def test_kill_9_during_inversion_during_tuning_and_between_images_loses_nothing(tmp_path):
@@ -63,7 +63,7 @@ def test_kill_9_during_inversion_during_tuning_and_between_images_loses_nothing(
 def test_kill_9_during_an_edit_loses_nothing(tmp_path):
     out = tmp_path / "run"
     # StyleCLIP optimises the edit (100 steps, seconds): the kill after the tuning row lands inside it.
-    args = [f"hydra.run.dir={out}", *TINY, "data.limit=1", "inverter.steps=4", "tuner.steps=3", "editor=styleclip",
+    args = [f"hydra.run.dir={out}", "debug=smoke", "inverter.steps=4", "tuner.steps=3", "editor=styleclip",
             "editor.steps=100"]
     editing = Run(*args)
     editing.kill_when(lambda: has_row(out, "ood_000", "tuning"))
@@ -77,7 +77,7 @@ def test_kill_9_during_an_edit_loses_nothing(tmp_path):
 
 def test_kill_9_during_a_sharded_sweep_then_the_same_command_finishes_it(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", f"hydra.sweep.dir={sweep}", "data.shard=0,1", "data.shards=2", "data.limit=3", *TINY,
+    args = ["-m", f"hydra.sweep.dir={sweep}", "data.shard=0,1", "data.shards=2", "data.limit=3", "debug=smoke",
             "inverter.steps=4", "tuner.steps=3"]
     killed = Run(*args)  # the basic launcher runs the jobs one after the other in this process
     killed.kill_when(lambda: (sweep / "1" / "run_config.json").is_file())
@@ -97,13 +97,13 @@ def test_kill_9_during_a_sharded_sweep_then_the_same_command_finishes_it(tmp_pat
 def test_wandb_unreachable_at_start_or_failing_mid_run_leaves_local_results_intact(tmp_path):
     env = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5", "WANDB_DIR": str(tmp_path),
            "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_SILENT": "true"}
-    unreachable = Run(f"hydra.run.dir={tmp_path / 'down'}", "data.limit=2", *TINY, "logger=wandb",
+    unreachable = Run(f"hydra.run.dir={tmp_path / 'down'}", "data.limit=2", "debug=smoke", "logger=wandb",
                       "logger.mode=online", "inverter.steps=4", "tuner.steps=3", env=env)
     assert unreachable.wait() == 0, unreachable.output[-3000:]
     assert "unreachable" in unreachable.output
     check_complete(tmp_path / "down", ["ood_000", "ood_001"])
 
-    failing = Run(f"hydra.run.dir={tmp_path / 'mid'}", "data.limit=2", *TINY, "logger=wandb",
+    failing = Run(f"hydra.run.dir={tmp_path / 'mid'}", "data.limit=2", "debug=smoke", "logger=wandb",
                   "logger._target_=tests.fault_helpers.MidRunFailingWandb", "logger.mode=offline",
                   "inverter.steps=4", "tuner.steps=3", env={"WANDB_DIR": str(tmp_path)})
     assert failing.wait() == 0, failing.output[-3000:]
@@ -176,7 +176,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_stops_with_one_error_and_the_rerun_completes(small_disk):
     out = small_disk / "run"
-    args = [f"hydra.run.dir={out}", "data.limit=2", *TINY, "inverter.steps=4", "tuner.steps=3"]
+    args = [f"hydra.run.dir={out}", "data.limit=2", "debug=smoke", "inverter.steps=4", "tuner.steps=3"]
     full = run_py(*args, check=False)
     assert full.returncode == 1
     errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
@@ -214,8 +214,7 @@ def test_files_that_carry_code_are_refused_and_nothing_runs(tmp_path, kind):
     else:
         torch.save(payload, tmp_path / "evil.pt")
         override = ["editor=interfacegan", f"editor.direction={tmp_path / 'evil.pt'}"]
-    result = run_py(f"hydra.run.dir={out}", "data.limit=1", *TINY, "inverter.steps=2", "tuner.steps=2", *override,
-                    check=False)
+    result = run_py(f"hydra.run.dir={out}", "debug=smoke", *override, check=False)
     assert result.returncode == 1 and "evil." in result.stderr.splitlines()[-1], result.stderr[-2000:]
     assert result.stderr.splitlines()[-1].startswith("error:")
     assert not marker.exists(), "code from the file was executed"

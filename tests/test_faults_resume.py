@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from pti_lab.config import ConfigError, check_config, register_configs
 from pti_lab.run_record import RECORD_FILE, StaleRunError, prepare_run_dir, result_settings
 from tests.conftest import REPO, run_py
-from tests.fault_helpers import TINY, rows_of
+from tests.fault_helpers import rows_of
 
 register_configs()
 
@@ -104,7 +104,7 @@ def test_unknown_resume_value_is_a_config_error():
 
 def test_run_py_refuses_a_stale_resume_then_resumes_the_same_settings(tmp_path):
     out = tmp_path / "run"
-    args = [f"hydra.run.dir={out}", *TINY, "inverter.steps=2", "tuner.steps=2", "tuner.lpips_threshold=null"]
+    args = [f"hydra.run.dir={out}", "debug=smoke", "tuner.lpips_threshold=null"]
     run_py(*args, "data.limit=1")
     rows = rows_of(out)
     stale = run_py(*args, "data.limit=1", "tuner.lpips_threshold=0.06", check=False)

@@ -125,18 +125,16 @@ def run_threads(*args, env_extra=None, timeout=600):
     return run_py(*args, env={**env, **(env_extra or {})}, timeout=timeout)
 
 
-FAST = ["data.limit=1", "inverter.steps=2", "tuner.steps=2", "logger=none", "device=cpu", "preview=null"]
-
-
 def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tmp_path):
     sweep = tmp_path / "sweep"
-    run_threads("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep}")
+    run_threads("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "debug=smoke",
+                f"hydra.sweep.dir={sweep}")
     cores = launch.usable_cores()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "report"]  # report: when it ends
     for num in (0, 1):
         job = sweep / str(num)
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
-        assert f"seed={num}" in overrides and "data.limit=1" in overrides
+        assert f"seed={num}" in overrides and "debug=smoke" in overrides
         assert (job / "results.jsonl").stat().st_size > 0 and (job / "summary.json").is_file()
         log = (job / "run.log").read_text()  # Hydra's job log: <job dir>/<job name>.log
         assert f"torch threads: {max(cores // 2, 1)} ({cores} cores / 2 jobs)" in log
@@ -144,8 +142,7 @@ def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tmp_path):
 
 def test_basic_launcher_sweep_gives_every_job_all_cores(tmp_path):
     cores = launch.usable_cores()
-    run_threads("-m", "seed=0,1", "data.limit=0", "preview=null", "logger=none", "device=cpu",
-           f"hydra.sweep.dir={tmp_path}")
+    run_threads("-m", "seed=0,1", "debug=smoke", "data.limit=0", f"hydra.sweep.dir={tmp_path}")
     for num in (0, 1):  # one after the other in this process: job 1 is not misled by job 0's OMP_NUM_THREADS
         log = (tmp_path / str(num) / "run.log").read_text()
         assert f"torch threads: {cores} ({cores} core{'s' * (cores != 1)} / 1 job)" in log
@@ -153,6 +150,5 @@ def test_basic_launcher_sweep_gives_every_job_all_cores(tmp_path):
 
 @pytest.mark.slow
 def test_single_run_respects_the_users_omp_num_threads(tmp_path):
-    run_threads("data.limit=0", "preview=null", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path}",
-           env_extra={"OMP_NUM_THREADS": "1"})
+    run_threads("debug=smoke", "data.limit=0", f"hydra.run.dir={tmp_path}", env_extra={"OMP_NUM_THREADS": "1"})
     assert "torch threads: 1 (OMP_NUM_THREADS=1)" in (tmp_path / "run.log").read_text()

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from pti_lab.config import register_configs
 from pti_lab.launch import USER_THREADS_VAR, threads_for_job
 from tests.conftest import REPO
-from tests.fault_helpers import TINY, Run, check_complete, rows_of
+from tests.fault_helpers import Run, check_complete, rows_of
 
 # The local cluster has no GPU and little memory: ask for neither; one core per job.
 ON_LOCAL_SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=null",
@@ -79,7 +79,7 @@ def test_launcher_configs_compose_with_their_defaults(launcher, monkeypatch):
 
 
 def sweep_args(sweep: Path, *extra: str) -> list[str]:
-    return ["-m", f"hydra.sweep.dir={sweep}", "data.shard=range(0,2)", "data.shards=2", "data.limit=4", *TINY,
+    return ["-m", f"hydra.sweep.dir={sweep}", "data.shard=range(0,2)", "data.shards=2", "data.limit=4", "debug=smoke",
             *ON_LOCAL_SLURM, *extra]
 
 

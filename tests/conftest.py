@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pti_lab.models import Generator
 from pti_lab.runtime import keep_freed_memory
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -17,6 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Read-only reference files shipped beside the repository (../shared), as in CI.
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+# The shipped synthfaces generator's architecture at test size (64 px, a few channels): trains in seconds.
+TINY_GENERATOR = dict(z_dim=40, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
+                      mapping_kwargs=dict(num_layers=2, lr_multiplier=1.0),
+                      synthesis_kwargs=dict(channel_base=256, channel_max=32))
 
 
 @pytest.fixture
@@ -36,3 +43,38 @@ def run_py(*args: str, env: dict | None = None, timeout: float = 600, check: boo
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """W statistics and pivots go to a temporary cache, never to the user's (one per test module)."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PTI_LAB_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """wandb's own files (settings, cache) go to a temporary directory, never the user's home."""
+    for key in ("WANDB_DIR", "WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT"):
+        monkeypatch.delenv(key, raising=False)
+    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path
+
+
+def small_generator(seed: int = 0, **synthesis) -> Generator:
+    """A 16 px StyleGAN2 generator of seeded fresh weights; `synthesis` changes its synthesis_kwargs."""
+    torch.manual_seed(seed)
+    synthesis_kwargs = dict(channel_base=256, channel_max=32)
+    synthesis_kwargs.update(synthesis)
+    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=synthesis_kwargs)
+    with torch.no_grad():  # give the zero-initialised parameters values, so that all of them matter
+        for name, p in G.named_parameters():
+            if name.endswith(("bias", "noise_strength")):
+                p.add_(torch.randn_like(p) * 0.3)
+        G.mapping.w_avg.normal_()
+    return G.eval()

@@ -12,8 +12,8 @@ import torch
 from pti_lab.errors import CheckpointError
 from pti_lab.models import load_encoder, load_generator, save_generator
 from pti_lab.models.checkpoints import url_cache_path
+from tests.conftest import small_generator
 from tests.official_pickle import BENIGN_SOURCE, dumps_network_pickle
-from tests.test_stylegan2 import small_generator
 
 
 def render(G, seed=0):

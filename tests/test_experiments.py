@@ -7,42 +7,54 @@ import csv
 import json
 import os
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
 
 from pti_lab.paper import sweep_command
+from pti_lab.report.claims import FAIL, PASS, check_claims
+from pti_lab.report.numbers import run_numbers
+from pti_lab.report.sweep import read_sweep
 from tests.conftest import run_py
-from tests.test_wandb_logger import OfflineRun, wandb_env  # noqa: F401 (a fixture)
+from tests.wandb_records import OfflineRun
 
-SMOKE = ["inverter.steps=2", "tuner.steps=2", "logger=none", "preview=null", "device=cpu", "data.limit=1"]
-
-
-def smoke(images: int) -> list[str]:
-    """SMOKE on `images` images."""
-    return [*(o for o in SMOKE if not o.startswith("data.limit=")), f"data.limit={images}"]
+def smoke(images: int = 1) -> list[str]:
+    """debug=smoke on `images` images per job (an experiment's own data.limit wins over the debug config's)."""
+    return ["debug=smoke", f"data.limit={images}"]
 
 
-EXPERIMENTS = {  # experiment -> (jobs, files the report must hold)
-    "table1": (14, ["table1.csv", "table1.md", "table1.tex"]),
-    "table2": (6, ["table2.csv", "table2_edits.csv", "table2_equal_change.csv"]),
-    "fig15": (2, ["fig15.csv", "fig15.png", "fig15.pdf"]),
-    "fig16": (6, ["fig16.csv", "fig16.png", "fig16.pdf"]),
+EXPERIMENTS = {  # experiment -> (jobs, files the report must hold, the claim its runs decide)
+    "table1": (14, ["table1.csv", "table1.md", "table1.tex"], "tuned LPIPS <= 0.5 x W-inversion LPIPS"),
+    "table2": (6, ["table2.csv", "table2_edits.csv", "table2_equal_change.csv"],
+               "PTI edits keep more identity than W and W+ edits at equal attribute change"),
+    "fig15": (2, ["fig15.csv", "fig15.png", "fig15.pdf"], "locality cuts drift >= 30% at equal fit"),
+    "fig16": (6, ["fig16.csv", "fig16.png", "fig16.pdf"], "A beats C and D (reconstruction LPIPS and identity)"),
 }
+
+
+def verdicts_on_page(page: str) -> dict[str, list[str]]:
+    """{claim: [its statuses]} of the claims table of a report.html."""
+    section = page[page.index('<section id="claims">'):]
+    rows = re.findall(r'<tr><td>(.*?)</td><td class="[^"]*">(.*?)</td>', section[:section.index("</section>")])
+    verdicts = {}
+    for claim, status in rows:
+        verdicts.setdefault(unescape(claim), []).append(unescape(status))
+    return verdicts
 
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
     """`python run.py +experiment=paper` at smoke size: (its directory, its stdout)."""
     out = tmp_path_factory.mktemp("paper")
-    result = run_py("+experiment=paper", f"paper.dir={out}", *SMOKE, timeout=1200)
+    result = run_py("+experiment=paper", f"paper.dir={out}", *smoke(), timeout=1200)
     return out, result.stdout
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
 def test_experiment_sweep_writes_every_job_and_its_report(experiment, paper):
     out, stdout = paper
-    jobs, files = EXPERIMENTS[experiment]
+    jobs, files, claim = EXPERIMENTS[experiment]
     sweep = out / experiment
     summaries = [json.loads((sweep / str(job) / "summary.json").read_text()) for job in range(jobs)]
     assert not (sweep / str(jobs)).exists()
@@ -55,8 +67,10 @@ def test_experiment_sweep_writes_every_job_and_its_report(experiment, paper):
         rows = list(csv.DictReader(file))
     methods = {s["report"].get("method") for s in summaries}
     assert len(rows) == jobs and (None in methods or {row["method"] for row in rows} == methods)
-    html = (report / "report.html").read_text()
-    assert "PASS" in html or "FAIL" in html  # its claim is decided, whichever way
+    # Each claim has one verdict, the one claims.py gives on these jobs; this experiment's own is decided.
+    decided = {name: status for name, status, _ in check_claims([run_numbers(job) for job in read_sweep(sweep).jobs])}
+    assert verdicts_on_page((report / "report.html").read_text()) == {name: [status] for name, status in decided.items()}
+    assert decided[claim] in (PASS, FAIL), decided
 
 
 def test_paper_writes_one_report_of_all_four(paper):
@@ -64,7 +78,7 @@ def test_paper_writes_one_report_of_all_four(paper):
     assert stdout.splitlines()[-1] == f"report: {out / 'report' / 'report.html'}"
     assert re.findall(r"^\[\d/\d\] \w+", stdout, re.MULTILINE) == ["[1/4] table1", "[2/4] table2", "[3/4] fig15",
                                                                    "[4/4] fig16"]
-    for experiment, (_, files) in EXPERIMENTS.items():
+    for experiment, (_, files, _) in EXPERIMENTS.items():
         for name in files:
             assert (out / "report" / name).read_text("latin-1") == (out / experiment / "report" / name).read_text("latin-1") \
                 or name.endswith((".png", ".pdf")), name  # figures are redrawn (PDFs carry a date)
@@ -93,13 +107,13 @@ def test_paper_resumes_without_rerunning_a_job(paper):
     out, _ = paper
     files = sorted((out / "fig15").glob("*/results.jsonl")) + sorted((out / "fig15").glob("*/tuned_G.pt"))
     before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in files}
-    run_py("+experiment=paper", f"paper.dir={out}", "paper.experiments=[fig15]", *SMOKE)
+    run_py("+experiment=paper", f"paper.dir={out}", "paper.experiments=[fig15]", *smoke())
     assert len(before) == 4 and {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in files} == before
 
 
-def test_sweep_with_wandb_gets_a_summary_run_in_its_group(wandb_env, tmp_path):  # noqa: F811
+def test_sweep_with_wandb_gets_a_summary_run_in_its_group(wandb_env, tmp_path):
     sweep = tmp_path / "2026-12-02" / "12-00-00"
-    run_py("+experiment=fig15", f"hydra.sweep.dir={sweep}", *SMOKE, "regularizer=none",
+    run_py("+experiment=fig15", f"hydra.sweep.dir={sweep}", *smoke(), "regularizer=none",
            "logger=wandb", "logger.mode=offline")
     job, summary = OfflineRun(sweep / "0"), OfflineRun(sweep / "report")
     assert job.run.run_group == summary.run.run_group == "fig15:2026-12-02/12-00-00"

@@ -30,6 +30,7 @@ from pti_lab.report.numbers import RunNumbers, Stat, compare_at_equal_change, ru
 from pti_lab.report.sweep import read_sweep
 from pti_lab.tracking.store import RunStore, write_json
 from tests.conftest import REPO
+from tests.wandb_records import OfflineRun
 
 TILE = 16  # pixels of one picture
 EDITS = {"smile": (-3.0, 3.0), "pose": (-3.0, 3.0)}
@@ -491,3 +492,38 @@ def test_report_renders_in_headless_chromium(sweep, report, tmp_path):
     pti = next(row for row in table1 if row["method"] == "PTI" and row["data"] == "synthfaces_ood")
     assert f"{float(pti['lpips']):.4g} ± {float(pti['lpips_std']):.2g}" in parts.cells
     assert {"PASS", "table1", "W+", "synthfaces_indomain"} <= set(parts.cells)
+
+
+def test_sweep_summary_run_holds_the_report_tables_figures_and_claims(wandb_env, monkeypatch):
+    """The summary run of a sweep: in the sweep's group, each report table as a wandb.Table with the
+    CSV's numbers, the figures, the claims (table and summary), report.html and the report artifact."""
+    from pti_lab.report.wandb_summary import publish
+    from pti_lab.report.writer import build_report
+    from pti_lab.tracking.wandb_logger import WandbLogger, sweep_group
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = wandb_env / "2026-12-02" / "10-00-00"
+    for number, regularizer, drift in ((0, "none", 0.2), (1, "locality", 0.1)):
+        write_job(sweep, number, choices=base_choices(regularizer=regularizer), mode="multi",
+                  report={"experiment": "fig15", "identities": 2, "regularizer": regularizer}, images=2,
+                  inversion_lpips=0.3, tuned_lpips=0.1, locality=drift)
+    report = build_report(sweep)
+    group = sweep_group("fig15", sweep)
+    assert group == "fig15:2026-12-02/10-00-00"
+    publish(report, WandbLogger(), group)
+
+    run = OfflineRun(report.html.parent)
+    assert run.run.run_group == group and run.run.job_type == "summary"
+    (drift_row,) = [row for row in run.history if "tables/fig15_drift" in row]
+    (table_file,) = run.dir.glob("files/media/table/tables/fig15_drift_*.table.json")
+    table = json.loads(table_file.read_text())
+    csv_rows = read_csv(report.html.parent / "fig15_drift.csv")
+    assert table["columns"] == list(csv_rows[0]) and drift_row["tables/fig15_drift"]["nrows"] == len(csv_rows) == 2
+    column = table["columns"].index("drift_lpips")
+    assert [row[column] for row in table["data"]] == [float(row["drift_lpips"]) for row in csv_rows]
+    assert any("figures/fig15" in row for row in run.history) and any("report" in row for row in run.history)
+    (claims_file,) = run.dir.glob("files/media/table/claims_*.table.json")
+    claims = json.loads(claims_file.read_text())["data"]
+    assert [row[:2] for row in claims] == [[claim, status] for claim, status, _ in report.claims]
+    assert run.summary["claims"]  # claims/<claim>: PASS|FAIL|not run
+    assert any(a.type == "pti-report" for a in run.artifacts)

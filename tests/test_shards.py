@@ -16,7 +16,6 @@ from pti_lab.report.shards import merge_shards
 from pti_lab.report.sweep import read_sweep
 from pti_lab.tracking.store import RunStore
 from tests.conftest import run_py
-from tests.test_experiments import smoke
 
 
 def folder_of(path, names):
@@ -129,8 +128,8 @@ def test_a_sharded_sweep_reports_one_row_per_method_over_all_images(tmp_path):
     every image of the three shards and whose numbers are the means over all of them (shards of 1, 2 and
     2 images: a mean of the shards' means would differ), and no shard row."""
     sweep = tmp_path / "sweep"
-    run_py("-m", "+method=w,pti", "data.shard=0,1,2", "data.shards=3", f"hydra.sweep.dir={sweep}", *smoke(5),
-           timeout=300)
+    run_py("-m", "+method=w,pti", "data.shard=0,1,2", "data.shards=3", f"hydra.sweep.dir={sweep}", "debug=smoke",
+           "data.limit=5", timeout=300)
     table = list(csv.DictReader((sweep / "report" / "runs.csv").open()))
     assert [(row["method"], row["n"]) for row in table] == [("W", "5"), ("PTI", "5")] and "setting" not in table[0]
     for row, jobs in zip(table, ([0, 1, 2], [3, 4, 5])):

@@ -6,24 +6,10 @@ import pytest
 import torch
 
 from pti_lab.models import Generator
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, small_generator
 
 GOLDEN_DIR = FIXTURES / "official_stylegan2"
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.pt"))
-
-
-def small_generator(seed: int = 0, **synthesis) -> Generator:
-    torch.manual_seed(seed)
-    synthesis_kwargs = dict(channel_base=256, channel_max=32)
-    synthesis_kwargs.update(synthesis)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=synthesis_kwargs)
-    with torch.no_grad():  # give the zero-initialised parameters values, so that all of them matter
-        for name, p in G.named_parameters():
-            if name.endswith(("bias", "noise_strength")):
-                p.add_(torch.randn_like(p) * 0.3)
-        G.mapping.w_avg.normal_()
-    return G.eval()
 
 
 def load_golden(path: Path) -> tuple[Generator, dict]:

@@ -27,8 +27,9 @@ from pti_lab.models.delta import load_tuned, save_tuned
 from pti_lab.models.stylegan3 import Generator, filtered_lrelu
 from pti_lab.tuning import PivotalTuner
 from tests.conftest import REPO, run_py
-from tests.test_inversion import cache_dir  # noqa: F401  (W statistics in a temporary cache)
 from tests.official_pickle import STYLEGAN3_SOURCE, dumps_network_pickle
+
+pytestmark = pytest.mark.usefixtures("cache_dir")  # W statistics in a temporary cache
 
 GOLDEN_DIR = REPO / "tests" / "fixtures" / "official_stylegan3"
 GOLDENS = ["t16", "t64_clamp", "r16", "r64"]
@@ -333,15 +334,16 @@ def run_inputs(tmp_path_factory):
     return root, path, faces, direction
 
 
-RUN = ["logger=none", "device=cpu", "preview.count=0", "tuner.progress=false", "inverter.steps=30", "tuner.steps=30",
-       "tuner.lr=0.003", "tuner.lpips_threshold=0", "inverter.w_avg_samples=200", "reuse_inversions=false"]
+RUN = ["debug=smoke", "data.limit=null", "inverter.w_avg_samples=200", "reuse_inversions=false"]  # both faces
+TUNING = ["tuner.lr=0.003", "tuner.lpips_threshold=null"]  # 10x PTI's lr, no early stop: tuning shows in 10-30 steps
 
 
 def test_run_py_inverts_tunes_and_edits_an_sg3_pickle(run_inputs):
     root, path, faces, direction = run_inputs
     out = root / "run"
     run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}",
-           "editor=interfacegan", f"editor.direction={direction}", "editor.strengths=[-2,2]", *RUN)
+           "editor=interfacegan", f"editor.direction={direction}", "editor.strengths=[-2,2]", *RUN, *TUNING,
+           "inverter.steps=30", "tuner.steps=30")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == [] and summary["images"] == 2
     stages = summary["stages"]
@@ -390,7 +392,7 @@ def test_transform_editor_moves_the_image_and_keeps_the_pivot():
 
 
 def test_transform_editor_refuses_a_stylegan2_generator():
-    from tests.test_stylegan2 import small_generator as stylegan2_generator
+    from tests.conftest import small_generator as stylegan2_generator
     with pytest.raises(BadInputError, match="editor=transform needs a StyleGAN3 generator"):
         TransformEditor(rotate=[10.0]).prepare(stylegan2_generator())
     with pytest.raises(BadInputError, match="needs at least one of rotate"):
@@ -409,8 +411,8 @@ def test_sequential_edits_carry_the_transform():
 def test_run_py_transform_edits_of_an_sg3_pickle(run_inputs):
     root, path, faces, _ = run_inputs
     out = root / "run_transform"
-    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}", "data.limit=1",
-           "editor=transform", "editor.rotate=[-20,20]", "editor.translate_x=[0.25]", "tuner=none", *RUN,
+    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}",
+           "editor=transform", "editor.rotate=[-20,20]", "editor.translate_x=[0.25]", "+method=w", *RUN, "data.limit=1",
            "inverter.steps=5")
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     edits = [(r["edit"], r["strength"]) for r in rows if r["stage"] == "edit"]
@@ -428,7 +430,7 @@ def test_run_py_transform_edits_of_an_sg3_pickle(run_inputs):
 def test_run_py_other_methods_on_an_sg3_pickle(run_inputs, stages):
     root, path, faces, _ = run_inputs
     out = root / ("run_" + stages[0].replace("=", "_"))
-    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}", *RUN,
+    run_py(f"hydra.run.dir={out}", f"generator.path={path}", "data=folder", f"data.path={faces}", *RUN, *TUNING,
            "inverter.steps=10", "tuner.steps=10", *stages)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == [] and summary["stages"]["tuning"]["lpips"] < summary["stages"]["inversion"]["lpips"]

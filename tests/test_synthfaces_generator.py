@@ -12,16 +12,12 @@ from pti_lab.models.checkpoints import load_generator
 from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.testsets import make_testset
 from pti_lab.train.synthfaces_generator import GENERATOR_FILE, decode, make_lpips, train
+from tests.conftest import TINY_GENERATOR
 
 # Measured on the shipped generator: 0.046 on these 4 images (0.030 on all 32). The margin absorbs
 # retraining noise, not a broken model: an untrained generator scores about 0.8, and one that draws
 # blurred faces without eyes about 0.16.
 RECON_LPIPS_LIMIT = 0.10
-
-TINY = dict(z_dim=40, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
-            mapping_kwargs=dict(num_layers=2, lr_multiplier=1.0),
-            synthesis_kwargs=dict(channel_base=256, channel_max=32))
-
 
 @pytest.fixture(scope="module")
 def shipped_generator():
@@ -139,9 +135,9 @@ def test_shipped_files_were_built_from_the_shipped_ones():
 def test_training_loop_reduces_the_loss(tmp_path):
     # The step count decides, not the clock: a loaded machine must not cut the run short.
     summary = train(tmp_path, seed=0, minutes=60, max_steps=40, device="cpu", batch=4, lr=0.05,
-                    architecture=TINY, log_every=10)
+                    architecture=TINY_GENERATOR, log_every=10)
     assert summary["steps"] == 40
     assert summary["final_l1"] < 0.8 * summary["first_l1"]
     G = load_generator(tmp_path / GENERATOR_FILE)
-    assert G.init_kwargs["synthesis_kwargs"] == TINY["synthesis_kwargs"]
+    assert G.init_kwargs["synthesis_kwargs"] == TINY_GENERATOR["synthesis_kwargs"]
     assert summary["fp16_max_abs_diff"] < 0.05

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pti_lab.train import synthfaces_clip, synthfaces_generator, synthfaces_predictor
-from tests.test_synthfaces_generator import TINY as TINY_GENERATOR
+from tests.conftest import TINY_GENERATOR
 
 
 def generator(out: Path, seed: int) -> Path:

@@ -1,7 +1,5 @@
 import json
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,92 +12,7 @@ from pti_lab.tracking.recorder import Recorder
 from pti_lab.tracking.store import RunStore
 from pti_lab.tracking.wandb_logger import WandbLogger, key_part, results_summary
 from tests.conftest import REPO, run_py
-
-
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """wandb's own files (settings, cache) go to a temporary directory, never the user's home."""
-    for key in ("WANDB_DIR", "WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT"):
-        monkeypatch.delenv(key, raising=False)
-    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(key, str(tmp_path / "wandb_home"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    return tmp_path
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reading an offline run back. wandb >= 0.2x writes run-<id>.wandb from its Go core and no longer ships
-# a Python reader (wandb.sdk.internal.datastore is gone), so this is the documented record-log format
-# (the LevelDB log: a 7-byte header ":W&B" 0xBEE1 0, then 32 KiB blocks of records, each a CRC-32,
-# a length, a type FULL/FIRST/MIDDLE/LAST and data), decoded with wandb's own protobuf Record.
-
-def read_records(path: Path) -> list:
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, header = path.read_bytes(), 32768, 7
-    assert struct.unpack("<4sHB", data[:header]) == (b":W&B", 0xBEE1, 0), "not a W&B record log"
-    records, index, pending = [], header, b""
-    while index + header <= len(data):
-        left = block - index % block
-        if left < header:  # a block's trailer: zero padding
-            index += left
-            continue
-        checksum, length, kind = struct.unpack("<IHB", data[index:index + header])
-        if kind == 0:  # zeros to the end of a block
-            index += left
-            continue
-        chunk = data[index + header:index + header + length]
-        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, f"bad record checksum at {index}"
-        index += header + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE.../LAST
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
-def set_item(target: dict, item) -> None:
-    path = list(item.nested_key) or [item.key]
-    for key in path[:-1]:
-        target = target.setdefault(key, {})
-    target[path[-1]] = json.loads(item.value_json)
-
-
-class OfflineRun:
-    """What an offline run holds: its run record, config, history rows, final summary, files, artifacts."""
-
-    def __init__(self, run_dir: Path):
-        (self.dir,) = (run_dir / "wandb").glob("offline-run-*")
-        (log_file,) = self.dir.glob("run-*.wandb")
-        self.run, self.config, self.history, self.summary, self.files, self.artifacts = None, {}, [], {}, [], []
-        for record in read_records(log_file):
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                self.run = record.run
-                for item in record.run.config.update:
-                    set_item(self.config, item)
-            elif kind == "config":
-                for item in record.config.update:
-                    set_item(self.config, item)
-            elif kind == "history":
-                row = {}
-                for item in record.history.item:
-                    set_item(row, item)
-                self.history.append(row)
-            elif kind == "summary":
-                for item in record.summary.update:
-                    set_item(self.summary, item)
-            elif kind == "files":
-                self.files += [file.path for file in record.files.files]
-            elif kind == "artifact":
-                self.artifacts.append(record.artifact)
-
-    def series(self, key: str, step_key: str) -> list[tuple]:
-        return [(row[step_key], row[key]) for row in self.history if key in row]
-
-
-# ---------------------------------------------------------------------------------------------------
+from tests.wandb_records import OfflineRun
 
 ROWS = [  # results.jsonl of 2 images x 2 stages, as the run store writes it
     {"image": "0001", "stage": "inversion", "mse": 0.04, "lpips": 0.30, "ms_ssim": 0.7, "psnr": 20.0, "ssim": 0.6,
@@ -370,39 +283,3 @@ def test_run_py_logs_a_live_offline_dashboard(wandb_env):
     assert table_row["results_table"]["nrows"] == len(rows) == 4
     assert "results/tuning/lpips" in run.summary
     assert any(a.type == "pti-results" for a in run.artifacts)
-
-
-def test_sweep_summary_run_holds_the_report_tables_figures_and_claims(wandb_env, monkeypatch):
-    """The summary run of a sweep: in the sweep's group, each report table as a wandb.Table with the
-    CSV's numbers, the figures, the claims (table and summary), report.html and the report artifact."""
-    from pti_lab.report.wandb_summary import publish
-    from pti_lab.report.writer import build_report
-    from pti_lab.tracking.wandb_logger import sweep_group
-    from tests.test_report import base_choices, read_csv, write_job
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    sweep = wandb_env / "2026-12-02" / "10-00-00"
-    for number, regularizer, drift in ((0, "none", 0.2), (1, "locality", 0.1)):
-        write_job(sweep, number, choices=base_choices(regularizer=regularizer), mode="multi",
-                  report={"experiment": "fig15", "identities": 2, "regularizer": regularizer}, images=2,
-                  inversion_lpips=0.3, tuned_lpips=0.1, locality=drift)
-    report = build_report(sweep)
-    group = sweep_group("fig15", sweep)
-    assert group == "fig15:2026-12-02/10-00-00"
-    publish(report, WandbLogger(), group)
-
-    run = OfflineRun(report.html.parent)
-    assert run.run.run_group == group and run.run.job_type == "summary"
-    (drift_row,) = [row for row in run.history if "tables/fig15_drift" in row]
-    (table_file,) = run.dir.glob("files/media/table/tables/fig15_drift_*.table.json")
-    table = json.loads(table_file.read_text())
-    csv_rows = read_csv(report.html.parent / "fig15_drift.csv")
-    assert table["columns"] == list(csv_rows[0]) and drift_row["tables/fig15_drift"]["nrows"] == len(csv_rows) == 2
-    column = table["columns"].index("drift_lpips")
-    assert [row[column] for row in table["data"]] == [float(row["drift_lpips"]) for row in csv_rows]
-    assert any("figures/fig15" in row for row in run.history) and any("report" in row for row in run.history)
-    (claims_file,) = run.dir.glob("files/media/table/claims_*.table.json")
-    claims = json.loads(claims_file.read_text())["data"]
-    assert [row[:2] for row in claims] == [[claim, status] for claim, status, _ in report.claims]
-    assert run.summary["claims"]  # claims/<claim>: PASS|FAIL|not run
-    assert any(a.type == "pti-report" for a in run.artifacts)

@@ -323,13 +323,20 @@ def test_styleclip_moves_towards_the_prompt_and_keeps_close(G, faces):
         assert similarity[index] > nearest_other, (index, similarity)  # still recognised as its own face
         margins.append(similarity[index].item() - nearest_other)
     assert np.mean(margins) > 0.3, margins  # measured: 0.55 to 0.68
-    assert all(p.requires_grad for p in G.parameters()) or not any(p.requires_grad for p in G.parameters())
 
 
 def test_styleclip_w_plus_and_bad_settings(G, faces):
     clip = load_clip()
     editor = StyleCLIPEditor(prompt="a smiling face", clip=clip, space="w_plus", steps=3, id_lambda=0, lr=1.0)
-    (edit,) = editor.edits(G, faces[:1]).edits
+    # The editor freezes G while it optimises the offset, then gives each parameter its flag back.
+    flags = {name: name.startswith("mapping.") for name, _ in G.named_parameters()}  # some on, some off
+    for name, param in G.named_parameters():
+        param.requires_grad_(flags[name])
+    try:
+        (edit,) = editor.edits(G, faces[:1]).edits
+        assert {name: param.requires_grad for name, param in G.named_parameters()} == flags
+    finally:
+        G.requires_grad_(False)  # as the module's other tests get it
     assert not torch.allclose((edit.ws - faces[:1])[0, 0], (edit.ws - faces[:1])[0, -1])
     with pytest.raises(BadInputError, match="non-empty text prompt"):
         StyleCLIPEditor(prompt="  ", clip=clip, id_lambda=0)
@@ -342,7 +349,7 @@ def test_styleclip_w_plus_and_bad_settings(G, faces):
 # ----------------------------------------------------------------------------
 # run.py: the edit stage.
 
-FAST = ["logger=none", "inverter.steps=4", "tuner.steps=3", "device=cpu", "preview=null", "tuner.progress=false"]
+FAST = ["debug=smoke", "inverter.steps=4", "tuner.steps=3"]  # enough steps for the smile edit to show
 
 
 def test_interfacegan_edit_stage_writes_rows_grids_and_summary(tmp_path):
@@ -403,7 +410,7 @@ def test_styleclip_and_ganspace_run_offline_from_run_py(tmp_path):
     assert [r["strength"] for r in rows] == [0.5, 1.0] and rows[0]["edit"] == "styleclip:a face with grey hair"
     out = tmp_path / "ganspace"
     run_py(f"hydra.run.dir={out}", "data.limit=1", "editor=ganspace", "editor.num_samples=2000",
-           "editor.attribute=pose", "tuner=none", *FAST)
+           "editor.attribute=pose", "+method=w", "debug=smoke", "inverter.steps=4")
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["edits"]["pc0"]) == {"-2", "2"}
     assert "original_id_sim" not in summary["stages"]["edit"]  # no tuning: nothing to compare with

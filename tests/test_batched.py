@@ -17,7 +17,7 @@ from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.inversion import Inversion, WInverter, WPlusInverter
 from pti_lab.inversion.projector import noise_regularization
 from pti_lab.models import LPIPS
-from pti_lab.stacked import StackedAdam
+from pti_lab.batching.stacked import StackedAdam
 from pti_lab.tuning import JointTuner, LocalityRegularizer, PivotalTuner, Tuning
 # Fixtures of the one-image tests: the 32 px tuning generator G, and (autouse) one thread and a
 # temporary W statistics cache.
@@ -161,7 +161,7 @@ def assert_tuned_alike(G, batched: Tuning, alone: Tuning, pivot):
 
 def test_batched_tuning_equals_one_at_a_time(G, lpips):
     targets, pivots = tuning_images(G)
-    tuner = PivotalTuner(steps=8, lr=3e-3, lpips_threshold=0, progress=False)
+    tuner = PivotalTuner(steps=8, lr=3e-3, lpips_threshold=None, progress=False)
     seen = []
     batched = tuner.tune_batch(G, targets, pivots, lpips,
                                on_steps=[None, lambda s, losses, r: seen.append((s, losses, r.shape)), None])
@@ -176,7 +176,7 @@ def test_batched_tuning_equals_one_at_a_time(G, lpips):
 
 def test_batched_tuning_with_locality_regulariser_equals_one_at_a_time(G, lpips):
     targets, pivots = tuning_images(G, seeds=(4, 5))
-    tuner = PivotalTuner(steps=5, lr=3e-3, lpips_threshold=0, progress=False)
+    tuner = PivotalTuner(steps=5, lr=3e-3, lpips_threshold=None, progress=False)
     regularizer = LocalityRegularizer(alpha=6.0, samples=2)
     batched = tuner.tune_batch(G, targets, pivots, lpips, regularizer)
     for k in range(2):
@@ -190,7 +190,7 @@ def test_each_image_stops_early_on_its_own(G, lpips):
     with torch.no_grad():  # an image the generator already renders at its pivot: stops before step 0
         targets.append(G.synthesis(pivots[0], noise_mode="const").clamp(-1, 1))
     pivots.append(pivots[0])
-    curve = PivotalTuner(steps=12, lr=3e-3, lpips_threshold=0, progress=False).tune(G, targets[0], pivots[0], lpips)
+    curve = PivotalTuner(steps=12, lr=3e-3, lpips_threshold=None, progress=False).tune(G, targets[0], pivots[0], lpips)
     threshold = curve.losses[5]["lpips"] * (1 + 1e-5)  # the first image reaches it after a few steps
     tuner = PivotalTuner(steps=12, lr=3e-3, lpips_threshold=threshold, progress=False)
     batched = tuner.tune_batch(G, targets, pivots, lpips)
@@ -204,15 +204,16 @@ def test_each_image_stops_early_on_its_own(G, lpips):
 def test_batched_tuning_fails_only_the_image_whose_loss_turns_nan(G, lpips):
     targets, pivots = tuning_images(G)
 
-    class NaNInSecondImageAtThirdCall(torch.nn.Module):  # no feature maps: the targets go in every call
+    class NaNInSecondImageAtThirdCall(torch.nn.Module):
         calls = 0
+        feature_maps_unchecked = lpips.feature_maps_unchecked
 
-        def forward_unchecked(self, x, y):
+        def distance(self, feats_x, feats_y):  # once per step
             self.calls += 1
-            value = lpips.forward_unchecked(x, y)
+            value = lpips.distance(feats_x, feats_y)
             return value * torch.tensor([1.0, float("nan"), 1.0]).reshape(3, 1, 1, 1) if self.calls == 3 else value
 
-    tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=0, progress=False)
+    tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=None, progress=False)
     batched = tuner.tune_batch(G, targets, pivots, NaNInSecondImageAtThirdCall())
     assert isinstance(batched[1], NonFiniteLossError) and "loss is nan at step 2" in str(batched[1])
     for k in (0, 2):
@@ -222,7 +223,7 @@ def test_batched_tuning_fails_only_the_image_whose_loss_turns_nan(G, lpips):
 def test_batched_joint_tuning_equals_one_at_a_time(G, lpips):
     targets, _ = tuning_images(G, seeds=(8, 9))
     start = G.mapping.w_avg.reshape(1, 1, -1).repeat(1, G.num_ws, 1)
-    tuner = JointTuner(steps=5, lr=3e-3, w_lr=0.05, lpips_threshold=0, progress=False)
+    tuner = JointTuner(steps=5, lr=3e-3, w_lr=0.05, lpips_threshold=None, progress=False)
     batched = tuner.tune_batch(G, targets, [start, start], lpips)
     for k in range(2):
         alone = tuner.tune(G, targets[k], start, lpips)
@@ -237,7 +238,7 @@ def test_bf16_autocast_batches_give_the_fp32_results_within_bf16_precision(G, lp
     inversion_G, inversion_images = inversion_targets
     results = {}
     for autocast in (None, "bf16"):
-        tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=0, autocast=autocast, progress=False)
+        tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=None, autocast=autocast, progress=False)
         inverter = WInverter(steps=6, lr=0.1, autocast=autocast, progress=False)
         results[autocast] = (tuner.tune_batch(G, targets, pivots, lpips),
                              [tuner.tune(G, targets[0], pivots[0], lpips)],
@@ -261,7 +262,9 @@ def test_an_unknown_autocast_is_a_one_line_error():
 
 def test_driver_batch_fails_only_the_image_with_a_nan_loss_and_resumes_it(G, lpips, tmp_path):
     from pti_lab.data import Sample
-    from pti_lab.driver import TUNED_FILE, Driver, Stages
+    from pti_lab.driver import Driver
+    from pti_lab.stages import Stages
+    from pti_lab.tracking.stage_files import TUNED_FILE
     from pti_lab.tracking.recorder import Recorder
     from pti_lab.tracking.store import RunStore
 
@@ -271,15 +274,17 @@ def test_driver_batch_fails_only_the_image_with_a_nan_loss_and_resumes_it(G, lpi
     class NaNInSecondImageAtSecondStep(torch.nn.Module):
         calls = 0  # of the batch of three (the driver's memory check runs batches of one and two before)
 
-        def forward_unchecked(self, x, y):
-            self.calls += len(x) == 3
-            value = lpips.forward_unchecked(x, y)
+        feature_maps_unchecked, forward_unchecked = lpips.feature_maps_unchecked, lpips.forward_unchecked
+
+        def distance(self, feats_x, feats_y):  # once per step
+            self.calls += len(feats_x[0]) == 3
+            value = lpips.distance(feats_x, feats_y)
             nan_in_second = torch.tensor([1.0, float("nan"), 1.0]).reshape(3, 1, 1, 1)
-            return value * nan_in_second if len(x) == 3 and self.calls == 2 else value
+            return value * nan_in_second if len(feats_x[0]) == 3 and self.calls == 2 else value
 
     def run(out, batch_size, perceptual):
         stages = Stages(generator=G, inverter=WInverter(steps=4, progress=False), perceptual=perceptual,
-                        identity=None, tuner=PivotalTuner(steps=3, lr=3e-3, lpips_threshold=0, progress=False))
+                        identity=None, tuner=PivotalTuner(steps=3, lr=3e-3, lpips_threshold=None, progress=False))
         Driver(stages, Recorder(RunStore(out)), batch_size=batch_size).run(samples)
         return RunStore(out)
 
@@ -301,10 +306,11 @@ def test_driver_batch_fails_only_the_image_with_a_nan_loss_and_resumes_it(G, lpi
 
 
 def test_a_batch_that_cannot_fit_fails_before_any_image(G, lpips, tmp_path):
-    from pti_lab.batch_memory import available_bytes
+    from pti_lab.batching.memory import available_bytes
     from pti_lab.config import ConfigError
     from pti_lab.data import Sample
-    from pti_lab.driver import Driver, Stages
+    from pti_lab.driver import Driver
+    from pti_lab.stages import Stages
     from pti_lab.tracking.recorder import Recorder
     from pti_lab.tracking.store import RunStore
 
@@ -312,7 +318,7 @@ def test_a_batch_that_cannot_fit_fails_before_any_image(G, lpips, tmp_path):
         pytest.skip("this system does not report its available memory (/proc/meminfo)")
     targets, _ = tuning_images(G, seeds=(1, 2))
     stages = Stages(generator=G, inverter=WInverter(steps=4, progress=False), perceptual=lpips, identity=None,
-                    tuner=PivotalTuner(steps=3, lpips_threshold=0, progress=False))
+                    tuner=PivotalTuner(steps=3, lpips_threshold=None, progress=False))
     driver = Driver(stages, Recorder(RunStore(tmp_path)), batch_size=10 ** 9)
     with pytest.raises(ConfigError, match=r"^batch_size=1000000000 does not fit in cpu memory: it needs about "
                                           r"[0-9.]+ GiB \([0-9.]+ GiB per image\), [0-9.]+ GiB can be used; "
@@ -324,7 +330,8 @@ def test_a_batch_that_cannot_fit_fails_before_any_image(G, lpips, tmp_path):
 def test_driver_batches_an_inversion_only_method_like_one_at_a_time(G, lpips, tmp_path):
     """tuner=none (the W and W+ rows of Table 1): the batch is inverted in one pass, no tuning stage."""
     from pti_lab.data import Sample
-    from pti_lab.driver import Driver, Stages
+    from pti_lab.driver import Driver
+    from pti_lab.stages import Stages
     from pti_lab.tracking.recorder import Recorder
     from pti_lab.tracking.store import RunStore
 

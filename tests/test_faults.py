@@ -122,19 +122,22 @@ class PoisonedPerceptual(torch.nn.Module):
         super().__init__()
         self.perceptual, self.poison = perceptual, poison
 
-    def poisoned(self, x: torch.Tensor, y: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
-        hit = torch.zeros(len(distance), dtype=torch.bool)
-        for images in (x, y):
-            if images.shape[1:] == self.poison.shape[1:]:
-                hit |= (images.detach().cpu() == self.poison).flatten(1).all(1)
-        hit = hit.reshape([-1] + [1] * (distance.ndim - 1)).to(distance.device)
+    def is_poison(self, images: torch.Tensor) -> torch.Tensor:
+        """[N] bool: which images are the poison image."""
+        if images.shape[1:] != self.poison.shape[1:]:
+            return torch.zeros(len(images), dtype=torch.bool, device=images.device)
+        return (images.detach().cpu() == self.poison).flatten(1).all(1).to(images.device)
+
+    def feature_maps_unchecked(self, images: torch.Tensor, *args) -> list[torch.Tensor]:
+        return [*self.perceptual.feature_maps_unchecked(images, *args), self.is_poison(images)]  # the mark goes along
+
+    def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
+        distance = self.perceptual.distance(feats_x[:-1], feats_y[:-1])  # [N, 1, 1, 1]
+        hit = (feats_x[-1] | feats_y[-1]).reshape(-1, 1, 1, 1)
         return torch.where(hit, torch.full_like(distance, float("nan")), distance)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, *args) -> torch.Tensor:
-        return self.poisoned(x, y, self.perceptual(x, y, *args))  # [N, 1, 1, 1]
-
     def forward_unchecked(self, x: torch.Tensor, y: torch.Tensor, *args) -> torch.Tensor:
-        return self.poisoned(x, y, self.perceptual.forward_unchecked(x, y, *args))
+        return self.distance(self.feature_maps_unchecked(x, *args), self.feature_maps_unchecked(y, *args))
 
 
 @pytest.mark.parametrize("mode,batch_size", [("single", 3), ("multi", 1)],

@@ -302,7 +302,7 @@ def test_batched_inversion_and_tuning_equal_one_at_a_time(cache_dir):
     inverter = WInverter(steps=4, lr=0.05, w_avg_samples=100, progress=False)
     inverted = inverter.invert_batch(G, targets, seed=3)
     pivots = [inversion.pivot for inversion in inverted]
-    tuner = PivotalTuner(steps=4, lr=3e-3, lpips_threshold=0, progress=False)
+    tuner = PivotalTuner(steps=4, lr=3e-3, lpips_threshold=None, progress=False)
     tuned = tuner.tune_batch(G, targets, pivots, lpips)
     for k in range(2):
         alone = inverter.invert(G, targets[k], seed=3)

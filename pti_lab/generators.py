@@ -36,5 +36,5 @@ def make_generator(path: Optional[str] = None, architecture: Optional[dict] = No
         log.info("generator: fresh weights (seed %d), %d px", seed, G.img_resolution)
         return G.eval().requires_grad_(False).to(device)
     G = load_generator(shipped.path_of(shipped.GENERATOR_FILE), device)
-    G.tuning_lpips_threshold = shipped.TUNING_LPIPS_THRESHOLD  # read by the tuners when tuner.lpips_threshold is null
+    G.tuning_lpips_threshold = shipped.TUNING_LPIPS_THRESHOLD  # read by the tuners when tuner.lpips_threshold is auto
     return G

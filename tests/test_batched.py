@@ -13,16 +13,20 @@ import math
 import pytest
 import torch
 
+from pti_lab.batching.stacked import StackedAdam
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.inversion import Inversion, WInverter, WPlusInverter
 from pti_lab.inversion.projector import noise_regularization
 from pti_lab.models import LPIPS
-from pti_lab.batching.stacked import StackedAdam
 from pti_lab.tuning import JointTuner, LocalityRegularizer, PivotalTuner, Tuning
-# Fixtures of the one-image tests: the 32 px tuning generator G, and (autouse) one thread and a
-# temporary W statistics cache.
-from tests.test_inversion import cache_dir, inversion_generator, one_thread  # noqa: F401
-from tests.test_tuning import G, out_of_domain_target  # noqa: F401
+from tests.conftest import inversion_generator, out_of_domain_target, tuning_generator
+
+pytestmark = pytest.mark.usefixtures("one_thread", "cache_dir")  # tiny networks; W statistics in a temporary cache
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tuning_generator()
 
 
 @pytest.fixture(scope="module")

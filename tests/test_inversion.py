@@ -12,44 +12,13 @@ from pti_lab.inversion import (EncoderInverter, Inversion, MeanInverter, NonFini
                                WPlusInverter, cached_w_stats)
 from pti_lab.inversion import w_stats as w_stats_module
 from pti_lab.inversion.projector import noise_regularization
-from tests.conftest import REPO
-from tests.test_stylegan2 import small_generator
+from tests.conftest import REPO, inversion_generator
+
+pytestmark = pytest.mark.usefixtures("one_thread", "cache_dir")
 
 INVERTER_OPTIONS = sorted(p.stem for p in (REPO / "conf" / "inverter").glob("*.yaml"))
 TEST_STEPS = 40  # with lr 0.1 (the stock StyleGAN2 projector's) enough to recover a 16 px image
 TEST_LR = 0.1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: VGG16 on 16 px images is too small to split, and on a shared machine two OpenMP
-    threads wait on each other (measured: 38 ms per distance step with one thread, 800 ms with two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """W statistics go to a temporary cache, never to the user's."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PTI_LAB_CACHE", str(path))
-        yield path
-
-
-def inversion_generator() -> torch.nn.Module:
-    """small_generator without noise and with its output scaled into about [-1, 1], so that its own
-    images are valid, reachable targets."""
-    G = small_generator()
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength"):
-                p.zero_()
-            if ".torgb." in name and ".affine." not in name:
-                p.mul_(0.3)
-    return G
 
 
 def render(G, w: torch.Tensor) -> torch.Tensor:

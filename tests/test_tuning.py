@@ -6,6 +6,7 @@ import torch
 from pti_lab.models import LPIPS, Generator
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.tuning import JointTuner, LocalityRegularizer, PivotalTuner
+from tests.conftest import out_of_domain_target, tuning_generator
 
 
 @pytest.fixture(scope="module")
@@ -15,24 +16,7 @@ def lpips():
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(3)
-    G = Generator(32, 0, 32, 32, 3, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=512, channel_max=32)).eval().requires_grad_(False)
-    with torch.no_grad():
-        G.mapping.w_avg.copy_(G.mapping(torch.randn(500, 32), None)[:, 0].mean(0))
-        for res in G.synthesis.block_resolutions:  # fresh weights overshoot [-1, 1] by far; trained ones do not
-            getattr(G.synthesis, f"b{res}").torgb.weight.mul_(0.12)
-    assert G(torch.randn(64, 32), None, noise_mode="const").abs().max() < 1.5
-    return G
-
-
-def out_of_domain_target(G, seed=0):
-    """G's own image of a latent plus a bright square that no latent explains: the 'hat' case."""
-    w = G.mapping(torch.randn(1, 32, generator=torch.Generator().manual_seed(seed)), None)
-    with torch.no_grad():
-        image = G.synthesis(w, noise_mode="const").clamp(-1, 1)
-    image[:, :, 4:14, 8:24] = torch.tensor([1.0, -0.6, 0.2]).reshape(1, 3, 1, 1)
-    return image, w
+    return tuning_generator()
 
 
 def test_pivotal_tuning_recovers_what_the_pivot_misses(G, lpips):
@@ -199,4 +183,4 @@ def test_the_shipped_synthfaces_generator_tunes_without_early_stop():
     last of 350 steps, long after LPIPS passes the official 0.06."""
     from pti_lab.generators import make_generator
 
-    assert PivotalTuner().early_stop(make_generator()) == 0
+    assert PivotalTuner().early_stop(make_generator()) is None  # lpips_threshold=auto: never stops

@@ -42,7 +42,7 @@ ENCODER_FILES = {"e4e": "e4e.pt", "psp": "psp.pt"}
 # 0.47 where LPIPS reaches the official 0.06 at step 40, 0.78 at 0.02 (step 180), 0.85 at 0.01 (step
 # 270), 0.89 after 350 steps, LPIPS 0.005); a 64 px render reaches the 1024 px FFHQ threshold long
 # before the details that carry identity are restored.
-TUNING_LPIPS_THRESHOLD = 0.0
+TUNING_LPIPS_THRESHOLD = None  # tuner.lpips_threshold=auto: no early stop on this generator
 FORMAT = "pti-lab/synthfaces-weights"
 FORMAT_VERSION = 1
 

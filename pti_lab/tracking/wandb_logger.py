@@ -142,7 +142,7 @@ class WandbLogger:
         mode: Optional[str] = None,    # online | offline | disabled; None = $WANDB_MODE, else online
         tags: Any = (),                # tags added to those the run passes (its group choices)
         log_every: int = 10,           # log losses every this many optimisation steps
-        preview_every: int = 100,      # log a preview of the reconstruction every this many steps; 0: never
+        preview_every: Optional[int] = 100,  # log a preview of the reconstruction every this many steps; null: never
         log_generators: bool = False,  # add the tuned generators (tuned_G.pt) to the run's artifact
     ):
         mode = mode or os.environ.get("WANDB_MODE") or "online"
@@ -150,7 +150,9 @@ class WandbLogger:
             raise ValueError(f"logger.mode={mode!r}: expected one of {MODES}")
         self.project, self.entity, self.mode = project, entity, mode
         self.tags, self.log_every = list(tags or ()), max(1, int(log_every))
-        self.preview_every, self.log_generators = max(0, int(preview_every)), bool(log_generators)
+        if preview_every is not None and preview_every < 1:
+            raise ValueError(f"logger.preview_every={preview_every!r}: expected a number of steps >= 1, or null for none")
+        self.preview_every, self.log_generators = preview_every, bool(log_generators)
         self.run = None      # the wandb run; None while none is open
         self.stopped = False  # a W&B call failed: log nothing more
         self._reset()
@@ -225,7 +227,7 @@ class WandbLogger:
         elif step <= axis[1] - axis[0]:
             axis[0] = axis[1] + 1
         axis[1] = axis[0] + step
-        preview = renders is not None and self.preview_every and step % self.preview_every == 0
+        preview = renders is not None and self.preview_every is not None and step % self.preview_every == 0
         if step % self.log_every and not preview:
             return
 

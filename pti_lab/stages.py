@@ -3,9 +3,10 @@
     image -> Inverter -> pivot -> Tuner -> tuned generator -> Editor -> metrics -> recorder
 
 Each config group builds one component (conf/<group>/*.yaml, hydra.utils.instantiate); the pipeline
-checks it against its contract here when it builds the run, so the driver calls what a contract
-declares and never asks a component what it can do. `None` is the one way to say a stage is off
-(`tuner: null`, `regularizer: null`, `editor: null`, `identity: null`).
+checks it against its contract here when it builds the run (the logger's contract is the recorder's,
+pti_lab/tracking/recorder.py), so the driver calls what a contract declares and never asks a component
+what it can do. `None` is the one way to say a stage is off
+(`tuner: null`, `regularizer: null`, `editor: null`, `identity: null`, `logger: null`).
 
 Batches: `invert_batch` and `tune_batch` take K problems and return one result per problem, each the one
 it would give alone, or in its place the error (a PTILabError) that failed it: the others go on.

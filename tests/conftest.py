@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -123,3 +124,26 @@ def out_of_domain_target(G, seed=0):
         image = G.synthesis(w, noise_mode="const").clamp(-1, 1)
     image[:, :, 4:14, 8:24] = torch.tensor([1.0, -0.6, 0.2]).reshape(1, 3, 1, 1)
     return image, w
+
+
+class NaNDistance(torch.nn.Module):
+    """LPIPS whose distance (computed once per tuning step) turns NaN at its `at_call`-th call, for the images
+    `rows` of that call (None: all); with `size`, only calls on `size` images count (e.g. the batch of a run,
+    not the driver's memory probe before it)."""
+
+    def __init__(self, lpips: torch.nn.Module, at_call: int, rows: Optional[list[int]] = None,
+                 size: Optional[int] = None):
+        super().__init__()
+        self.lpips, self.at_call, self.rows, self.size, self.calls = lpips, at_call, rows, size, 0
+        self.feature_maps_unchecked, self.forward_unchecked = lpips.feature_maps_unchecked, lpips.forward_unchecked
+
+    def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
+        value = self.lpips.distance(feats_x, feats_y)  # [N, 1, 1, 1]
+        if self.size is not None and len(value) != self.size:
+            return value
+        self.calls += 1
+        if self.calls != self.at_call:
+            return value
+        hit = torch.zeros(len(value), dtype=torch.bool)
+        hit[slice(None) if self.rows is None else self.rows] = True
+        return torch.where(hit.reshape(-1, 1, 1, 1), torch.full_like(value, float("nan")), value)

@@ -19,7 +19,7 @@ from pti_lab.inversion import Inversion, WInverter, WPlusInverter
 from pti_lab.inversion.projector import noise_regularization
 from pti_lab.models import LPIPS
 from pti_lab.tuning import JointTuner, LocalityRegularizer, PivotalTuner, Tuning
-from tests.conftest import inversion_generator, out_of_domain_target, tuning_generator
+from tests.conftest import NaNDistance, inversion_generator, out_of_domain_target, tuning_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread", "cache_dir")  # tiny networks; W statistics in a temporary cache
 
@@ -208,17 +208,8 @@ def test_each_image_stops_early_on_its_own(G, lpips):
 def test_batched_tuning_fails_only_the_image_whose_loss_turns_nan(G, lpips):
     targets, pivots = tuning_images(G)
 
-    class NaNInSecondImageAtThirdCall(torch.nn.Module):
-        calls = 0
-        feature_maps_unchecked = lpips.feature_maps_unchecked
-
-        def distance(self, feats_x, feats_y):  # once per step
-            self.calls += 1
-            value = lpips.distance(feats_x, feats_y)
-            return value * torch.tensor([1.0, float("nan"), 1.0]).reshape(3, 1, 1, 1) if self.calls == 3 else value
-
     tuner = PivotalTuner(steps=6, lr=3e-3, lpips_threshold=None, progress=False)
-    batched = tuner.tune_batch(G, targets, pivots, NaNInSecondImageAtThirdCall())
+    batched = tuner.tune_batch(G, targets, pivots, NaNDistance(lpips, at_call=3, rows=[1]))
     assert isinstance(batched[1], NonFiniteLossError) and "loss is nan at step 2" in str(batched[1])
     for k in (0, 2):
         assert_tuned_alike(G, batched[k], tuner.tune(G, targets[k], pivots[k], lpips), pivots[k])
@@ -275,17 +266,6 @@ def test_driver_batch_fails_only_the_image_with_a_nan_loss_and_resumes_it(G, lpi
     targets, _ = tuning_images(G)
     samples = [Sample(f"img{k}", target) for k, target in enumerate(targets)]
 
-    class NaNInSecondImageAtSecondStep(torch.nn.Module):
-        calls = 0  # of the batch of three (the driver's memory check runs batches of one and two before)
-
-        feature_maps_unchecked, forward_unchecked = lpips.feature_maps_unchecked, lpips.forward_unchecked
-
-        def distance(self, feats_x, feats_y):  # once per step
-            self.calls += len(feats_x[0]) == 3
-            value = lpips.distance(feats_x, feats_y)
-            nan_in_second = torch.tensor([1.0, float("nan"), 1.0]).reshape(3, 1, 1, 1)
-            return value * nan_in_second if len(feats_x[0]) == 3 and self.calls == 2 else value
-
     def run(out, batch_size, perceptual):
         stages = Stages(generator=G, inverter=WInverter(steps=4, progress=False), perceptual=perceptual,
                         identity=None, tuner=PivotalTuner(steps=3, lr=3e-3, lpips_threshold=None, progress=False))
@@ -293,7 +273,7 @@ def test_driver_batch_fails_only_the_image_with_a_nan_loss_and_resumes_it(G, lpi
         return RunStore(out)
 
     alone = run(tmp_path / "one", 1, lpips)
-    batch = run(tmp_path / "three", 3, NaNInSecondImageAtSecondStep())
+    batch = run(tmp_path / "three", 3, NaNDistance(lpips, at_call=2, rows=[1], size=3))  # not the memory probe's 1 and 2
     assert [f["image"] for f in batch.failed()] == ["img1"]
     assert "tuning: PivotalTuner: loss is nan at step 1" in batch.failed()[0]["reason"]
     assert batch.done("img1", "tuning") is None and not (batch.image_dir("img1") / TUNED_FILE).exists()

@@ -71,3 +71,19 @@ def test_off_is_none_for_every_optional_stage():
     stages = Stages(generator=G, inverter=WInverter(), perceptual=LPIPS(net="alex"), identity=None)
     assert (stages.tuner, stages.regularizer, stages.editor, stages.identity) == (None, None, None, None)
     assert isinstance(stages.perceptual, torch.nn.Module)
+
+
+def test_the_logger_a_config_builds_fulfils_the_recorders_contract_and_another_is_refused(tmp_path):
+    from pti_lab.tracking.recorder import Logger, Recorder
+    from pti_lab.tracking.store import RunStore
+
+    for option, target in targets("logger"):
+        missing = members(Logger) - set(dir(resolve(target)))
+        assert not missing, f"logger={option} ({target}) lacks {sorted(missing)}"
+
+    class PrintsSteps:  # no start, results, images, summary or finish
+        def log_step(self, *args):
+            print(*args)
+
+    with pytest.raises(ConfigError, match=r"^logger: .*PrintsSteps does not fulfil the Logger contract"):
+        Recorder(RunStore(tmp_path), PrintsSteps())

@@ -6,7 +6,7 @@ import torch
 from pti_lab.models import LPIPS, Generator
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.tuning import JointTuner, LocalityRegularizer, PivotalTuner
-from tests.conftest import out_of_domain_target, tuning_generator
+from tests.conftest import NaNDistance, out_of_domain_target, tuning_generator
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +78,8 @@ def test_auto_threshold_is_the_generators_calibrated_one_else_the_official(G, lp
 def test_nan_loss_stops_the_image_with_the_step(G, lpips):
     target, pivot = out_of_domain_target(G)
 
-    class NaNAtThirdCall(torch.nn.Module):
-        calls = 0
-        feature_maps_unchecked = lpips.feature_maps_unchecked
-
-        def distance(self, feats_x, feats_y):  # once per step
-            self.calls += 1
-            value = lpips.distance(feats_x, feats_y)
-            return value * float("nan") if self.calls == 3 else value
-
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 2"):
-        PivotalTuner(steps=10, lpips_threshold=None, progress=False).tune(G, target, pivot, NaNAtThirdCall())
+        PivotalTuner(steps=10, lpips_threshold=None, progress=False).tune(G, target, pivot, NaNDistance(lpips, at_call=3))
 
 
 def test_multi_id_tunes_one_generator_for_all_images(G, lpips):

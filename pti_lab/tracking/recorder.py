@@ -5,26 +5,49 @@ other got. The store is always written; the logger is an extra view of the same 
 
 import json
 import logging
-from typing import Optional
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
+from pti_lab.config import ConfigError
 from pti_lab.errors import DiskFullError
 from pti_lab.steps import StepCallback
 from pti_lab.tracking.memory import PEAK_MEMORY_KEY, PeakMemory, peak_memory_summary
 from pti_lab.tracking.store import RunStore, save_png
-from pti_lab.tracking.wandb_logger import WandbLogger
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """The contract of a logger (conf/logger; pti_lab/tracking/wandb_logger.py): an extra view of what the
+    store gets. A logger problem never stops a run: the logger handles its own failures."""
+
+    def start(self, config: dict, run_dir: str, name: str, group: Optional[str] = None, tags: Sequence[str] = (),
+              job_type: str = "pti") -> None: ...
+
+    def log_step(self, image: str, stage: str, step: int, losses: dict[str, float],
+                 renders: Optional[torch.Tensor] = None) -> None: ...
+
+    def log_result(self, row: dict, pictures: dict[str, torch.Tensor]) -> None: ...
+
+    def log_image(self, key: str, pixels: np.ndarray) -> None: ...
+
+    def log_summary(self, summary: dict) -> None: ...
+
+    def finish(self, run_dir: str) -> None: ...
 
 
 class Recorder:
     def __init__(
         self,
-        store: RunStore,                      # results.jsonl, failed.json, summary.json, images/<name>/
-        logger: Optional[WandbLogger] = None,  # W&B; None: logger=none
+        store: RunStore,                  # results.jsonl, failed.json, summary.json, images/<name>/
+        logger: Optional[Logger] = None,  # W&B; None: logger=none
     ):
+        if logger is not None and not isinstance(logger, Logger):
+            raise ConfigError(f"logger: {type(logger).__module__}.{type(logger).__qualname__} does not fulfil the "
+                              f"Logger contract of pti_lab/tracking/recorder.py")
         self.store = store
         self.logger = logger
         self.memory: Optional[PeakMemory] = None  # the peak memory of the group of images being processed

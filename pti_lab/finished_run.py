@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import pti_lab
 from pti_lab.config import register_configs
+from pti_lab.safe_pickle import load_weights_only
 from pti_lab.tracking.stage_files import PIVOT_FILE, TUNED_FILE, TUNED_PIVOT_FILE, synthesize
 from pti_lab.editing.editor import Editor
 from pti_lab.errors import BadInputError, CheckpointError
@@ -154,7 +155,7 @@ class FinishedRun:
                 raise CheckpointError(f"{exc}: the base generator is not the one this run was tuned from"
                                       f"{'' if self.generator_override else '; give it with --generator FILE'}") from None
             raise
-        pivot = torch.load(pivot_file, map_location="cpu", weights_only=True).to(self.device, torch.float32)
+        pivot = load_weights_only(pivot_file).to(self.device, torch.float32)
         if pivot.ndim != 3 or pivot.shape[1:] != (base.num_ws, base.w_dim):
             raise BadInputError(f"{pivot_file}: a pivot of shape {list(pivot.shape)}, the generator takes "
                                 f"[1, {base.num_ws}, {base.w_dim}]")

@@ -1,16 +1,20 @@
-"""A pickle reader that only builds allow-listed objects.
+"""Readers that never run code from a file.
 
-Plain `pickle.load` calls any global the file names (`os.system`, `builtins.exec`, ...). This
-reader resolves globals through an explicit table instead and refuses every other one, so reading
-a file never runs code from it. Callers extend the table with their own record types.
+Plain `pickle.load` calls any global the file names (`os.system`, `builtins.exec`, ...). SafeUnpickler
+resolves globals through an explicit table instead and refuses every other one; callers extend the
+table with their own record types. `load_weights_only` is torch.load(weights_only=True) for torch's
+own files, whose refusal names the call the file makes and never passes on torch's advice to load the
+file unsafely.
 """
 
 import collections
 import io
 import pickle
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 _np_multiarray = getattr(np, "_core", None) or np.core  # numpy >= 2 moved core to _core
 
@@ -39,6 +43,36 @@ def describe_global(module: str, name: str) -> str:
     written = f"{module}.{name}"
     public = f"{_PUBLIC_MODULES.get(module, module)}.{name}"
     return written if public == written else f"{written} ({public})"
+
+
+# Words of torch's advice to load the file unsafely (weights_only=False, or allow-listing its globals
+# "if you trust" it); a refusal of a possibly hostile file must never pass that advice on.
+_UNSAFE_ADVICE = re.compile(r"weights_only|re-running|likely succeed|trust|safe_globals", re.IGNORECASE)
+
+
+def weights_only_reason(message: str) -> str:
+    """Why torch's weights_only reader refused a file, without torch's advice to load it unsafely."""
+    # 'Unsupported global: GLOBAL commands.Popen was not an allowed global' or 'unsupported GLOBAL
+    # posix.system whose module posix is blocked'; builtins are written bare ('GLOBAL exec').
+    if match := re.search(r"\bGLOBAL ([\w.]+\w)", message):
+        module, _, name = match.group(1).rpartition(".")
+        called = describe_global(module or "builtins", name)
+        return f"the file calls {called}, which a weights file never needs (it may be hostile)"
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    first_sentence = match.group(1).split(". ")[0].rstrip(".") if match else ""
+    if first_sentence and not _UNSAFE_ADVICE.search(first_sentence):
+        return f"{first_sentence} (the file may be hostile or not a supported checkpoint)"
+    return "the file holds more than tensors and plain data (it may be hostile or not a supported checkpoint)"
+
+
+def load_weights_only(file: Any, map_location: Any = "cpu", safe_globals: Sequence[type] = ()) -> Any:
+    """torch.load(file, weights_only=True): tensors and plain data only, nothing in the file runs. A refused
+    file raises pickle.UnpicklingError whose message is weights_only_reason's, one line."""
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(weights_only_reason(str(error))) from None
 
 
 class SafeUnpickler(pickle.Unpickler):

@@ -213,6 +213,33 @@ def test_hostile_file_is_refused_naming_the_call(tmp_path, marker, call, loader,
     assert_safe_refusal(str(refused.value), path, names)
 
 
+def hostile_readers() -> dict:
+    """Every other reader of a .pt file a user may hand in: name -> read(path)."""
+    from pti_lab.editing.directions import read_file
+    from pti_lab.models.arcface import load_ir_se50
+    from pti_lab.models.delta import load_tuned
+    from pti_lab.models.lpips import read_torch_state_dict
+    from pti_lab.synthfaces.predictor import read_weights
+    return {
+        "tuned generator delta": lambda path: load_tuned(path, small_generator()),
+        "LPIPS weights": read_torch_state_dict,
+        "IR-SE50 weights": load_ir_se50,
+        "direction file": lambda path: read_file(path, "editor.direction"),
+        "synthfaces weights": lambda path: read_weights(str(path), "predictor.pt", "predictor", "pti_lab.train.x"),
+    }
+
+
+@pytest.mark.parametrize("reader", ["tuned generator delta", "LPIPS weights", "IR-SE50 weights", "direction file",
+                                    "synthfaces weights"])
+@pytest.mark.parametrize("call", ["os.system", "builtins.exec"])
+def test_every_reader_of_torch_files_refuses_a_hostile_one_naming_the_call(tmp_path, marker, call, reader):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": HOSTILE_CALLS[call](marker)}, path)
+    with pytest.raises(CheckpointError) as refused:
+        hostile_readers()[reader](path)
+    assert_safe_refusal(str(refused.value), path, call)
+
+
 # torch messages whose detail is not recognised: the advice in them must not come through.
 _POSIX_REFUSAL = ("Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` "
                   "argument in `torch.load` from `False` to `True`. Re-running `torch.load` with `weights_only` "

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pti_lab.errors import BadInputError, CheckpointError
+from pti_lab.safe_pickle import load_weights_only
 from pti_lab.synthfaces import shipped
 from pti_lab.weights import cache_dir, is_url, resolve_weights
 
@@ -63,7 +64,7 @@ def read_file(file: Path, what: str):
     try:
         if file.suffix == ".npy":
             return torch.from_numpy(np.load(file, allow_pickle=False))
-        return torch.load(file, map_location="cpu", weights_only=True)
+        return load_weights_only(file)
     except Exception as exc:  # numpy and torch raise many types for corrupt or hostile files
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{file}: cannot read {what} ({first_line})") from None

@@ -16,6 +16,7 @@ import torch
 
 from pti_lab.atomic import save_torch
 from pti_lab.inversion.inverter import Inversion
+from pti_lab.safe_pickle import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class PivotCache:
         if not path.is_file():
             return None
         try:
-            entry = torch.load(path, weights_only=True)
+            entry = load_weights_only(path, map_location=None)
             return Inversion(pivot=entry["pivot"], steps=int(entry["steps"]), seconds=float(entry["seconds"]))
         except Exception as exc:  # a damaged entry costs one inversion, never the run
             log.warning("%s: unreadable pivot cache entry, inverting again (%s)", path, exc)

@@ -22,6 +22,7 @@ from pti_lab.atomic import save_torch
 from pti_lab.errors import BadInputError
 from pti_lab.models.fingerprint import tensors_fingerprint
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.safe_pickle import load_weights_only
 from pti_lab.weights import cache_dir
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def cached_w_stats(
 def read_cached(path: Path) -> Optional[WStats]:
     """The statistics stored at `path`, or None (with a warning) when the file cannot be read."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_weights_only(path)
         return WStats(mean=data["mean"].float(), std=float(data["std"]),
                       num_samples=int(data["num_samples"]), seed=int(data["seed"]))
     except Exception as error:  # a damaged cache file is recomputed and overwritten, never fatal

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pti_lab.errors import CheckpointError
+from pti_lab.safe_pickle import load_weights_only
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 512
@@ -105,7 +106,7 @@ def load_ir_se50(path: str | Path) -> IRSE50:
     """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as exc:  # torch raises many types for missing, unreadable or unsafe files
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: cannot read IR-SE50 weights: {first_line}") from None

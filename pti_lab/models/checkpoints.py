@@ -34,7 +34,7 @@ from pti_lab.errors import CheckpointError
 from pti_lab.models.stylegan2 import Generator
 from pti_lab.models.stylegan3 import NETWORK as STYLEGAN3
 from pti_lab.models.stylegan3 import Generator as StyleGAN3Generator
-from pti_lab.safe_pickle import DATA_GLOBALS, SafeUnpickler, describe_global
+from pti_lab.safe_pickle import DATA_GLOBALS, SafeUnpickler, load_weights_only
 from pti_lab.weights import cache_dir, download, is_url
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _load_storage_bytes(data: bytes) -> Any:
     # The stock function calls torch.load(weights_only=False) on these bytes; ours only reads data.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation in legacy files
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return load_weights_only(io.BytesIO(data), map_location=None)
 
 
 def _rebuild_from_type_v2(func, new_type, args, state):
@@ -451,34 +451,13 @@ def build_generator(kwargs: dict, tensors: dict[str, torch.Tensor], source: str,
     return G.eval().requires_grad_(False)
 
 
-# Words of torch's advice to load the file unsafely (weights_only=False, or allow-listing its globals
-# "if you trust" it); a refusal of a possibly hostile file must never pass that advice on.
-_UNSAFE_ADVICE = re.compile(r"weights_only|re-running|likely succeed|trust|safe_globals", re.IGNORECASE)
-
-
-def _weights_only_reason(message: str) -> str:
-    """Why torch's weights_only reader refused a file, without torch's advice to load it unsafely."""
-    # 'Unsupported global: GLOBAL commands.Popen was not an allowed global' or 'unsupported GLOBAL
-    # posix.system whose module posix is blocked'; builtins are written bare ('GLOBAL exec').
-    if match := re.search(r"\bGLOBAL ([\w.]+\w)", message):
-        module, _, name = match.group(1).rpartition(".")
-        called = describe_global(module or "builtins", name)
-        return f"the file calls {called}, which a weights file never needs (it may be hostile)"
-    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
-    first_sentence = match.group(1).split(". ")[0].rstrip(".") if match else ""
-    if first_sentence and not _UNSAFE_ADVICE.search(first_sentence):
-        return f"{first_sentence} (the file may be hostile or not a supported checkpoint)"
-    return "the file holds more than tensors and plain data (it may be hostile or not a supported checkpoint)"
-
-
 def read_torch_file(path: Path, source: str) -> Any:
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_weights_only(path, safe_globals=[argparse.Namespace])
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{source}: refused while reading, nothing from it was run: "
-                              f"{_weights_only_reason(str(exc))}") from None
+        raise CheckpointError(f"{source}: refused while reading, nothing from it was run: {exc}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{source}: truncated or corrupt checkpoint ({first})") from None

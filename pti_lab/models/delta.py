@@ -22,6 +22,7 @@ from pti_lab.errors import CheckpointError
 from pti_lab.models.checkpoints import build_generator
 from pti_lab.models.fingerprint import generator_fingerprint
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.safe_pickle import load_weights_only
 
 DELTA_FORMAT = "pti-lab/generator-delta"
 DELTA_FORMAT_VERSION = 1
@@ -98,7 +99,7 @@ def load_tuned(path: str | os.PathLike, base: Generator) -> Generator:
     eval mode, frozen, on base's device."""
     source = str(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_weights_only(path)
     except FileNotFoundError:
         raise CheckpointError(f"{source}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:

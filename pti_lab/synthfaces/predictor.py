@@ -34,6 +34,7 @@ from pti_lab.atomic import save_torch
 from pti_lab.errors import BadInputError, CheckpointError, WeightsNotFoundError
 from pti_lab.imaging import check_images
 from pti_lab.models.identity import IdentityNetwork
+from pti_lab.safe_pickle import load_weights_only
 from pti_lab.synthfaces import shipped
 from pti_lab.synthfaces.params import ATTRIBUTES, FIELDS, IDENTITY, INDEX
 
@@ -144,7 +145,7 @@ def read_weights(path: Optional[str], filename: str, kind: str, trainer: str) ->
     if not file.is_file():
         raise WeightsNotFoundError(f"synthfaces {kind} weights {file} do not exist (written by python -m {trainer})")
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        data = load_weights_only(file)
     except Exception as exc:  # torch raises many types for truncated, corrupted or hostile files
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{file}: cannot read synthfaces {kind} weights ({first_line}); "

@@ -21,6 +21,7 @@ from pti_lab.inversion.inverter import Inversion
 from pti_lab.metrics.run_metrics import RunMetrics
 from pti_lab.models.delta import load_tuned, save_tuned
 from pti_lab.models.stylegan2 import Generator
+from pti_lab.safe_pickle import load_weights_only
 from pti_lab.tracking.recorder import Recorder
 from pti_lab.tracking.store import image_grid
 from pti_lab.tuning.pivotal import Tuning
@@ -60,7 +61,7 @@ class StageFiles:
         """The image's pivot when an earlier run finished its inversion, else None."""
         pivot_file = self.store.image_dir(name) / PIVOT_FILE
         if self.store.done(name, "inversion") and pivot_file.is_file():
-            return torch.load(pivot_file, weights_only=True).to(self.device)
+            return load_weights_only(pivot_file, map_location=None).to(self.device)
         return None
 
     def stored_tuning(self, names: list[str], pivots: list[torch.Tensor],
@@ -74,7 +75,7 @@ class StageFiles:
     def stored_tuned_pivot(self, name: str, pivot: torch.Tensor) -> torch.Tensor:
         """The pivot stored after tuning (runs older than that file: the inversion's)."""
         file = self.store.image_dir(name) / TUNED_PIVOT_FILE
-        return torch.load(file, weights_only=True).to(self.device) if file.is_file() else pivot
+        return load_weights_only(file, map_location=None).to(self.device) if file.is_file() else pivot
 
     def edited(self, name: str) -> bool:
         """Whether the image's edits are done (edits.png is written after all its edit rows)."""

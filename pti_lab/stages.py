@@ -92,6 +92,8 @@ class Editor(Protocol):
 class Identity(Protocol):
     """Face identity of id_sim (conf/identity)."""
 
+    differentiable: bool  # embeddings pass gradients to the images (usable as an ID loss, e.g. StyleCLIP's)
+
     def compare(self, images_a: torch.Tensor, images_b: torch.Tensor) -> tuple[list, list]:
         """(similarities, reasons): per pair, a cosine similarity or None with the reason it has none."""
 

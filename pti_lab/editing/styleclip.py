@@ -52,7 +52,7 @@ class StyleCLIPEditor(Editor):
         if steps < 1 or lr <= 0 or l2_lambda < 0 or id_lambda < 0:
             raise BadInputError(f"editor: need steps >= 1, lr > 0, l2_lambda >= 0 and id_lambda >= 0; got "
                                 f"steps={steps}, lr={lr}, l2_lambda={l2_lambda}, id_lambda={id_lambda}")
-        if id_lambda > 0 and (identity is None or not getattr(identity, "differentiable", False)):
+        if id_lambda > 0 and (identity is None or not identity.differentiable):
             name = type(identity).__name__ if identity is not None else "none"
             raise BadInputError(f"editor.id_lambda={id_lambda}: the ID loss needs a differentiable identity "
                                 f"network, and {name} is not; set editor.id_lambda=0 or identity=synthfaces/arcface")

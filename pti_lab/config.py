@@ -124,6 +124,22 @@ def check_switched_off(cfg: DictConfig) -> None:
                               f"drop them{hint}")
 
 
+def contract_members(contract: type) -> set[str]:
+    """The methods and attributes a contract (a typing.Protocol) declares."""
+    return {name for name in vars(contract) if not name.startswith("_")} | set(contract.__annotations__)
+
+
+def check_contract(key: str, component: object, contract: type) -> None:
+    """Raise ConfigError (one line) unless `component`, built from config group `key`, fulfils `contract`
+    (a runtime_checkable Protocol), naming what it lacks."""
+    if isinstance(component, contract):
+        return
+    missing = sorted(contract_members(contract) - set(dir(component)))
+    where = contract.__module__.replace(".", "/") + ".py"
+    raise ConfigError(f"{key}: {type(component).__module__}.{type(component).__qualname__} does not fulfil the "
+                      f"{contract.__name__} contract of {where} (it has no {', '.join(missing)})")
+
+
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 

@@ -17,7 +17,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from pti_lab.config import ConfigError
+from pti_lab.config import check_contract
 from pti_lab.editing.editor import Editing
 from pti_lab.errors import PTILabError
 from pti_lab.inversion.inverter import Inversion
@@ -116,13 +116,5 @@ class Stages:
     def __post_init__(self):
         for name, contract in CONTRACTS.items():
             component = getattr(self, name)
-            if component is not None and not isinstance(component, contract):
-                missing = sorted(members(contract) - set(dir(component)))
-                raise ConfigError(f"{name}: {type(component).__module__}.{type(component).__qualname__} does not "
-                                  f"fulfil the {contract.__name__} contract of pti_lab/stages.py (it has no "
-                                  f"{', '.join(missing)})")
-
-
-def members(contract: type) -> set[str]:
-    """The methods and attributes a contract declares."""
-    return {name for name in vars(contract) if not name.startswith("_")} | set(contract.__annotations__)
+            if component is not None:
+                check_contract(name, component, contract)

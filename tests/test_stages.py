@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from pti_lab.config import ConfigError
+from pti_lab.config import ConfigError, contract_members
 from pti_lab.models.lpips import LPIPS
-from pti_lab.stages import CONTRACTS, Stages, members
+from pti_lab.stages import CONTRACTS, Stages
 from pti_lab.models.stylegan2 import Generator
 from tests.conftest import REPO
 
@@ -42,7 +42,7 @@ def test_every_contract_group_has_options():
 
 @pytest.mark.parametrize("group,option,target", CASES, ids=[f"{g}={o}" for g, o, _ in CASES])
 def test_every_component_a_config_builds_declares_its_contract(group, option, target):
-    missing = members(CONTRACTS[group]) - set(dir(resolve(target)))
+    missing = contract_members(CONTRACTS[group]) - set(dir(resolve(target)))
     assert not missing, f"{group}={option} ({target}) lacks {sorted(missing)}"
 
 
@@ -78,7 +78,7 @@ def test_the_logger_a_config_builds_fulfils_the_recorders_contract_and_another_i
     from pti_lab.tracking.store import RunStore
 
     for option, target in targets("logger"):
-        missing = members(Logger) - set(dir(resolve(target)))
+        missing = contract_members(Logger) - set(dir(resolve(target)))
         assert not missing, f"logger={option} ({target}) lacks {sorted(missing)}"
 
     class PrintsSteps:  # no start, results, images, summary or finish

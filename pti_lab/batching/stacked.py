@@ -102,8 +102,8 @@ class StackedSynthesis:
 
     def initial(self, K: int) -> dict[str, torch.Tensor]:
         """G's tuned weights, one row per problem: name -> [K, ...] (a view; StackedAdam copies it)."""
-        return {name: self.G.synthesis.get_parameter(name).detach().expand(K, *self.G.synthesis.get_parameter(name).shape)
-                for name in self.names}
+        weights = {name: self.G.synthesis.get_parameter(name).detach() for name in self.names}
+        return {name: weight.expand(K, *weight.shape) for name, weight in weights.items()}
 
     def render_one(self, weights: dict[str, torch.Tensor], ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
         return torch.func.functional_call(self.G.synthesis, {**self.shared, **weights}, (ws,), {"noise_mode": noise_mode})

@@ -10,7 +10,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from pti_lab.config import ConfigError
+from pti_lab.config import check_contract
 from pti_lab.errors import DiskFullError
 from pti_lab.steps import StepCallback
 from pti_lab.tracking.memory import PEAK_MEMORY_KEY, PeakMemory, peak_memory_summary
@@ -45,9 +45,8 @@ class Recorder:
         store: RunStore,                  # results.jsonl, failed.json, summary.json, images/<name>/
         logger: Optional[Logger] = None,  # W&B; None: logger=none
     ):
-        if logger is not None and not isinstance(logger, Logger):
-            raise ConfigError(f"logger: {type(logger).__module__}.{type(logger).__qualname__} does not fulfil the "
-                              f"Logger contract of pti_lab/tracking/recorder.py")
+        if logger is not None:
+            check_contract("logger", logger, Logger)
         self.store = store
         self.logger = logger
         self.memory: Optional[PeakMemory] = None  # the peak memory of the group of images being processed

@@ -49,8 +49,11 @@ class OfflineRun:
     def __init__(self, run_dir: Path):
         (self.dir,) = (run_dir / "wandb").glob("offline-run-*")
         (log_file,) = self.dir.glob("run-*.wandb")
+        records = read_records(log_file)
+        # wandb-core writes the file's last block when it closes it, after run.finish() has returned
+        assert any(record.HasField("exit") for record in records), f"{log_file}: no exit record, not closed yet"
         self.run, self.config, self.history, self.summary, self.files, self.artifacts = None, {}, [], {}, [], []
-        for record in read_records(log_file):
+        for record in records:
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 self.run = record.run

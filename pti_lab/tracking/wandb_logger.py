@@ -367,5 +367,10 @@ class WandbLogger:
         self._reset()
         try:
             run.finish()
+            # run.finish() returns once wandb-core has the exit record, but the core buffers run-<id>.wandb
+            # in 32 KiB blocks and writes the last one when it closes the file, on a "finish" message that
+            # it never answers: until then a small run's file is its 7-byte header alone. teardown waits for
+            # the core to exit, which it does after handling that message: the log is complete from here on.
+            self.wandb.teardown()
         except Exception as exc:
             log.warning("W&B finish failed (%s: %s)", type(exc).__name__, exc)

@@ -4,7 +4,8 @@ null (the default) computes in float32. `bf16` runs each step's forward pass (ge
 networks) under torch.autocast with bfloat16 on the device the models are on; the losses, the
 gradients' accumulation and Adam stay float32. It pays off where the hardware multiplies bf16
 natively: CUDA GPUs from Ampere on, and CPUs with AVX512_BF16 or AMX (oneDNN). Elsewhere oneDNN
-emulates bf16, slower than float32, and a warning says so. Results differ from float32 by bf16
+emulates bf16, slower than float32, and a warning says so. `auto` is bf16 where the hardware has it
+and float32 elsewhere (what `+recipe=fast` uses, so that one config is fast on every machine). Results differ from float32 by bf16
 rounding; `python -m pti_lab.bench.pti --autocast bf16` measures both the time and the LPIPS reached.
 """
 
@@ -18,12 +19,13 @@ import torch
 from pti_lab.errors import BadInputError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
+AUTO = "auto"  # bf16 where native, else float32
 
 
 def check_autocast(autocast: Optional[str], where: str) -> None:
-    """Raise BadInputError unless `autocast` is None or one of AUTOCAST_DTYPES."""
-    if autocast is not None and autocast not in AUTOCAST_DTYPES:
-        raise BadInputError(f"{where}: autocast={autocast!r}: expected null (float32) or one of "
+    """Raise BadInputError unless `autocast` is None, AUTO or one of AUTOCAST_DTYPES."""
+    if autocast is not None and autocast != AUTO and autocast not in AUTOCAST_DTYPES:
+        raise BadInputError(f"{where}: autocast={autocast!r}: expected null (float32), {AUTO} or one of "
                             f"{', '.join(AUTOCAST_DTYPES)}")
 
 
@@ -38,6 +40,7 @@ def native_bf16(device_type: str) -> bool:
     return native
 
 
+@functools.lru_cache(maxsize=None)
 def _native_bf16(device_type: str) -> bool:
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -49,6 +52,8 @@ def _native_bf16(device_type: str) -> bool:
 
 def autocast_context(autocast: Optional[str], device: torch.device) -> ContextManager:
     """The context a step's forward pass runs in: torch.autocast for `autocast`, or nothing (float32)."""
+    if autocast == AUTO:
+        autocast = "bf16" if _native_bf16(device.type) else None
     if autocast is None:
         return nullcontext()
     native_bf16(device.type)  # warns when emulated

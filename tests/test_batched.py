@@ -18,6 +18,7 @@ from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.inversion import Inversion, WInverter, WPlusInverter
 from pti_lab.inversion.projector import noise_regularization
 from pti_lab.models import LPIPS
+from pti_lab.precision import autocast_context
 from pti_lab.tuning import JointTuner, LocalityRegularizer, PivotalTuner, Tuning
 from tests.conftest import NaNDistance, inversion_generator, out_of_domain_target, tuning_generator
 
@@ -248,8 +249,18 @@ def test_bf16_autocast_batches_give_the_fp32_results_within_bf16_precision(G, lp
 
 def test_an_unknown_autocast_is_a_one_line_error():
     for build in (WInverter, PivotalTuner):
-        with pytest.raises(BadInputError, match=r"autocast='fp16': expected null \(float32\) or one of bf16$"):
+        with pytest.raises(BadInputError, match=r"autocast='fp16': expected null \(float32\), auto or one of bf16$"):
             build(autocast="fp16")
+
+
+def test_auto_autocast_is_bf16_exactly_where_the_hardware_has_it():
+    """autocast=auto (+recipe=fast): bf16 on a CPU with AVX512_BF16 or AMX, float32 (no autocast) elsewhere."""
+    cpu = torch.device("cpu")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    with autocast_context("auto", cpu):
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+    print(f"this CPU {'has' if native else 'lacks'} native bf16: auto computed in {product.dtype}")
 
 
 # -- the driver ---------------------------------------------------------------------------------------

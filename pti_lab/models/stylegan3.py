@@ -25,8 +25,6 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
-import scipy.signal
-import scipy.special
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +39,11 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
     """Kaiser-windowed low-pass FIR filter: 1-D taps (used separably), or with radial=True a 2-D
     radially symmetric jinc filter with the same Kaiser window in x and y. None for a single tap
     (the identity)."""
+    # Imported here, not at the top: scipy.signal costs about 1 s of every run's start-up (it imports
+    # scipy.stats), and only a StyleGAN3 network ever designs a filter.
+    import scipy.signal
+    import scipy.special
+
     if numtaps == 1:
         return None
     if not radial:

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from pti_lab.batching.stacked import StackedAdam
+from pti_lab.batching.stacked import StackedAdam, StackedSynthesis
 from pti_lab.errors import BadInputError, NonFiniteLossError
 from pti_lab.inversion import Inversion, WInverter, WPlusInverter
 from pti_lab.inversion.projector import noise_regularization
@@ -245,6 +245,23 @@ def test_bf16_autocast_batches_give_the_fp32_results_within_bf16_precision(G, lp
             assert all(math.isfinite(value) for step in a.losses for value in step.values())
             assert a.losses[-1][key] == pytest.approx(b.losses[-1][key], rel=0.05, abs=0.01), key
             assert a.losses[0][key] != b.losses[0][key], key  # bf16 really ran: its rounding shows
+
+
+@pytest.mark.filterwarnings("ignore:autocast=bf16 on cpu")
+def test_bf16_autocast_reaches_the_generators_of_a_batch(G, monkeypatch):
+    """Autocast does not reach inside torch.func.vmap: the K > 1 render casts its convolutions itself, so
+    that a batch computes in bf16 like one generator alone (before, the batch's convolutions ran in float32)."""
+    synthesis = StackedSynthesis(G, [name for name, _ in G.synthesis.named_parameters()])
+    ws = G.mapping(torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(3)), None)[:, None]  # [K, 1, L, w]
+    seen = []
+    for conv in ("conv2d", "conv_transpose2d"):
+        original = getattr(torch.nn.functional, conv)
+        monkeypatch.setattr(torch.nn.functional, conv, lambda x, w, *args, _original=original, **kwargs:
+                            seen.append((x.dtype, w.dtype)) or _original(x, w, *args, **kwargs))
+    with autocast_context("bf16", torch.device("cpu")):
+        images = synthesis.render(synthesis.initial(2), ws, "const")  # vmap over the two rows
+    assert len(seen) > 2 * G.synthesis.num_ws and set(seen) == {(torch.bfloat16, torch.bfloat16)}
+    assert images.isfinite().all()
 
 
 def test_an_unknown_autocast_is_a_one_line_error():

@@ -50,6 +50,15 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+def conv_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution of x computes in: autocast's where autocast is on, x's elsewhere. The
+    convolutions cast to it themselves because autocast does not reach inside torch.func.vmap (the
+    batched tuning renders K generators under vmap, which would otherwise stay float32)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def setup_filter(taps: Sequence[float]) -> torch.Tensor:
     """1-D taps -> normalised 2-D FIR filter (outer product, sum 1), as the official setup_filter."""
     f = torch.as_tensor(taps, dtype=torch.float32)
@@ -69,8 +78,9 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: Sequence[i
         x = x.reshape(N, C, H, 1, W, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(N, C, H * up, W * up)
-    x = F.pad(x, list(padding))
-    kernel = (f * gain).flip([0, 1]).to(x.dtype)
+    dtype = conv_dtype(x)
+    x = F.pad(x.to(dtype), list(padding))
+    kernel = (f * gain).flip([0, 1]).to(dtype)
     kernel = kernel[None, None].expand(C, 1, *f.shape)
     return F.conv2d(x, kernel, groups=C)
 
@@ -112,6 +122,7 @@ def modulated_conv2d(
         out_scale = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * gain  # [N, O]
     elif gain != 1:
         out_scale = styles.new_full([N, O], gain)
+    dtype = conv_dtype(x)
     if fused is None:
         # At batch 1 the grouped conv is a plain conv, and the choice is which tensor to scale:
         # the weight (fused) or the input and output activations. On the 64 px synthfaces generator
@@ -122,23 +133,22 @@ def modulated_conv2d(
         scales = styles.reshape(N, 1, I, 1, 1)
         if out_scale is not None:
             scales = scales * out_scale.reshape(N, O, 1, 1, 1)
-        # In x's dtype: under autocast inside torch.func.vmap (batched tuning) conv2d is not cast for us.
-        w = (weight.unsqueeze(0) * scales).to(x.dtype)  # [N, O, I, k, k]
-        x = x.reshape(1, N * I, H, W)
+        w = (weight.unsqueeze(0) * scales).to(dtype)  # [N, O, I, k, k]
+        x = x.to(dtype).reshape(1, N * I, H, W)
         if up == 1:
-            conv_bias = bias.repeat(N) if bias is not None else None
+            conv_bias = bias.repeat(N).to(dtype) if bias is not None else None
             x = F.conv2d(x, w.reshape(N * O, I, kh, kw), conv_bias, padding=padding, groups=N)
             bias = None
         else:  # transposed conv takes [in, out/groups, k, k] per group
             x = F.conv_transpose2d(x, w.transpose(1, 2).reshape(N * I, O, kh, kw), stride=up, groups=N)
         x = x.reshape(N, O, *x.shape[2:])
     else:
-        x = x * styles.reshape(N, I, 1, 1)
-        conv_bias = bias if out_scale is None else None  # a bias goes after the output scale
+        x = (x * styles.reshape(N, I, 1, 1)).to(dtype)
+        conv_bias = bias.to(dtype) if out_scale is None and bias is not None else None  # a bias goes after the output scale
         if up == 1:
-            x = F.conv2d(x, weight, conv_bias, padding=padding)
+            x = F.conv2d(x, weight.to(dtype), conv_bias, padding=padding)
         else:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), conv_bias, stride=up)
+            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(dtype), conv_bias, stride=up)
         if conv_bias is not None:
             bias = None
         elif out_scale is not None:

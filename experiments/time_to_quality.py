@@ -9,6 +9,7 @@ Arms, each image on its own (one process, the threads torch has):
   w256          W projector 450 steps, tuning with the 256 px loss (pti-lab's default)
   e4e           the shipped e4e's pivot (one forward pass), tuning with the 256 px loss
   e4e_refine50  e4e, then 50 W+ projector steps from its latent, tuning with the 256 px loss
+  e4e_lr1e-3    e4e, tuning with the 256 px loss at 1e-3 (official 3e-4); e4e_lr3e-3 at 3e-3
 Every `--every` tuning steps the tuned render is scored as a run scores it (LPIPS(alex) at 256 px, id_sim
 to the target); the seconds to a step are the inversion's plus that many tuning steps (the scoring is
 timed and left out). Printed per arm: its curve, and the first step whose mean LPIPS@256 and mean id_sim
@@ -34,15 +35,18 @@ from pti_lab.synthfaces.predictor import SynthfacesIdentity
 from pti_lab.tuning import PivotalTuner
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = {  # name -> (inverter, perceptual min_size of the tuning loss)
-    "official": (lambda: WInverter(progress=False), None),
-    "w256": (lambda: WInverter(progress=False), 256),
-    "e4e": (lambda: EncoderInverter(kind="e4e", progress=False), 256),
-    "e4e_refine50": (lambda: EncoderInverter(kind="e4e", refine_steps=50, progress=False), 256),
+OFFICIAL_LR = 3e-4
+ARMS = {  # name -> (inverter, perceptual min_size of the tuning loss, tuning learning rate)
+    "official": (lambda: WInverter(progress=False), None, OFFICIAL_LR),
+    "w256": (lambda: WInverter(progress=False), 256, OFFICIAL_LR),
+    "e4e": (lambda: EncoderInverter(kind="e4e", progress=False), 256, OFFICIAL_LR),
+    "e4e_refine50": (lambda: EncoderInverter(kind="e4e", refine_steps=50, progress=False), 256, OFFICIAL_LR),
+    "e4e_lr1e-3": (lambda: EncoderInverter(kind="e4e", progress=False), 256, 1e-3),
+    "e4e_lr3e-3": (lambda: EncoderInverter(kind="e4e", progress=False), 256, 3e-3),
 }
 
 
-def curve(G, target, inverter, lpips, metrics, identity, steps: int, every: int) -> list[tuple[int, float, float, float]]:
+def curve(G, target, inverter, lpips, metrics, identity, steps: int, every: int, lr: float) -> list[tuple[int, float, float, float]]:
     """(step, seconds to reach it, LPIPS@256, id_sim) of one image: step 0 is the pivot untuned."""
     start = time.perf_counter()
     pivot = inverter.invert(G, target).pivot
@@ -63,7 +67,7 @@ def curve(G, target, inverter, lpips, metrics, identity, steps: int, every: int)
         if step > 0 and step % every == 0:  # the render of step k is the generator after k updates
             score(step, renders, inversion_seconds + time.perf_counter() - tuning_start - scoring[0])
 
-    tuned = PivotalTuner(steps=steps, lpips_threshold=None, progress=False).tune(G, target, pivot, lpips, on_step=on_step)
+    tuned = PivotalTuner(steps=steps, lr=lr, lpips_threshold=None, progress=False).tune(G, target, pivot, lpips, on_step=on_step)
     seconds = inversion_seconds + time.perf_counter() - tuning_start - scoring[0]
     with torch.no_grad():
         score(steps, tuned.generator.synthesis(pivot, noise_mode="const"), seconds)
@@ -87,9 +91,9 @@ def main() -> int:
     metrics, identity = RunMetrics(eval_size=256), SynthfacesIdentity()
     means = {}
     for arm in args.arms.split(","):
-        make_inverter, min_size = ARMS[arm]
+        make_inverter, min_size, lr = ARMS[arm]
         inverter, lpips = make_inverter(), LPIPS("alex", min_size=min_size)
-        curves = [curve(G, s.image, inverter, lpips, metrics, identity, args.tuning_steps, args.every) for s in samples]
+        curves = [curve(G, s.image, inverter, lpips, metrics, identity, args.tuning_steps, args.every, lr) for s in samples]
         means[arm] = [tuple(sum(c[i][j] for c in curves) / len(curves) for j in range(4)) for i in range(len(curves[0]))]
         print(f"\n{arm}: step, seconds per image, LPIPS@256, id_sim (means of {len(samples)} images)")
         for step, seconds, lpips_256, id_sim in means[arm]:

@@ -5,8 +5,9 @@ networks) under torch.autocast with bfloat16 on the device the models are on; th
 gradients' accumulation and Adam stay float32. It pays off where the hardware multiplies bf16
 natively: CUDA GPUs from Ampere on, and CPUs with AVX512_BF16 or AMX (oneDNN). Elsewhere oneDNN
 emulates bf16, slower than float32, and a warning says so. `auto` is bf16 where the hardware has it
-and float32 elsewhere (what `+recipe=fast` uses, so that one config is fast on every machine). Results differ from float32 by bf16
-rounding; `python -m pti_lab.bench.pti --autocast bf16` measures both the time and the LPIPS reached.
+and float32 elsewhere (what `+recipe=fast` uses, so that one config is fast on every machine).
+Results differ from float32 by bf16 rounding; `python -m pti_lab.bench.pti --autocast bf16`
+measures both the time and the LPIPS reached.
 """
 
 import functools

@@ -376,13 +376,14 @@ def write_generator(path: Path, checkout: Path) -> None:
           f"pti-lab| {largest_difference(snapshot['G_ema'], ours):.1e}; pti-lab reads back the same weights: {same}")
 
 
-def write_images(folder: Path, count: int, resolution: int | None) -> None:
+def write_images(folder: Path, count: int, resolution: int | None) -> list[str]:
     resolution = resolution or make_generator().img_resolution
     names = []
     for sample in SynthfacesTestSet(kind="ood", limit=count).samples(resolution):
         save_png(to_uint8(sample.image)[0], folder / f"{sample.name}.png")
         names.append(sample.name)
     print(f"{folder}: {len(names)} synthfaces ood faces at {resolution} px ({names[0]} .. {names[-1]})")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------

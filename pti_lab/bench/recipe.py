@@ -41,6 +41,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -72,37 +73,49 @@ def command(arm: str, args: argparse.Namespace, work: Path) -> list[str]:
                 "--generator", str(work / "generator.pkl"), "--images", str(work / "targets"),
                 "--out", str(work / arm)] + steps
     run = [sys.executable, "run.py"]
-    outputs = [f"hydra.run.dir={work / arm}", "reuse_inversions=false"]
-    data = [f"data.limit={args.images}"]
+    settings = ["reuse_inversions=false"]
     if args.smoke:
-        outputs += [f"tuner.steps={SMOKE_STEPS}"] + ([f"inverter.steps={SMOKE_STEPS}"] if arm == "pti" else [])
+        settings += [f"tuner.steps={SMOKE_STEPS}"] + ([f"inverter.steps={SMOKE_STEPS}"] if arm == "pti" else [])
+    data = [f"data.limit={args.images}"]
+    run_dir = [f"hydra.run.dir={work / arm}"]
     if arm == "pti":
-        return run + data + outputs
+        return run + data + settings + run_dir
     if arm == "fast":
-        return run + ["+recipe=fast"] + data + outputs
+        return run + ["+recipe=fast"] + data + settings + run_dir
     if arm == "fast_nolog":
-        return run + ["+recipe=fast", "logger=none"] + data + outputs
+        return run + ["+recipe=fast", "logger=none"] + data + settings + run_dir
     if arm == "fast_pkl":
         return run + ["+recipe=fast", "data=folder", f"data.path={work / 'targets'}",
-                      f"generator.path={work / 'generator.pkl'}"] + outputs
+                      f"generator.path={work / 'generator.pkl'}"] + settings + run_dir
     if arm == "fast_2p":
         return run + ["-m", "+recipe=fast", "data.shard=0,1", "data.shards=2", "data.split=balanced",
-                      "hydra/launcher=joblib", f"hydra.sweep.dir={work / arm}"] + outputs[1:] + data
+                      "hydra/launcher=joblib", f"hydra.sweep.dir={work / arm}"] + data + settings
     raise ValueError(arm)
+
+
+def run_dirs(arm: str, work: Path) -> list[Path]:
+    """The run directories a pti-lab arm wrote: one, or fast_2p's two jobs (its sweep dir's 0/ and 1/)."""
+    if arm == "fast_2p":
+        return sorted(job for job in (work / arm).iterdir() if (job / "results.jsonl").is_file())
+    return [work / arm]
 
 
 def reconstructions(arm: str, work: Path, names: list[str]) -> list[Path]:
     """Where the arm wrote each image's reconstruction after tuning."""
     if arm == "official":
         return [work / arm / f"{name}.png" for name in names]
-    if arm == "fast_2p":
-        return [next((work / arm).glob(f"*/images/{name}/tuned.png")) for name in names]
-    return [work / arm / "images" / name / "tuned.png" for name in names]
+    return [next(run / "images" / name / "tuned.png" for run in run_dirs(arm, work)
+                 if (run / "images" / name / "tuned.png").is_file()) for name in names]
 
 
 def run_timed(arm: str, argv: list[str], work: Path) -> float:
-    """Wall seconds of the command, from its start to its exit; its output goes to WORK/ARM.log."""
-    env = dict(os.environ, PTI_LAB_CACHE=str(work / f"cache_{arm}"), WANDB_MODE="offline")
+    """Wall seconds of the command, from its start to its exit, in an empty output directory with an
+    empty cache (an earlier bench's run would otherwise be resumed, its images skipped); its output
+    goes to WORK/ARM.log."""
+    cache = work / f"cache_{arm}"
+    for folder in (work / arm, cache):
+        shutil.rmtree(folder, ignore_errors=True)
+    env = dict(os.environ, PTI_LAB_CACHE=str(cache), WANDB_MODE="offline")
     with open(work / f"{arm}.log", "w") as log:
         start = time.perf_counter()
         done = subprocess.run(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -117,8 +130,7 @@ def compute_seconds(arm: str, work: Path) -> float:
     the official runner's per-image times; the inversion and tuning rows of pti-lab's results."""
     if arm == "official":
         return sum(image["seconds"] for image in json.loads((work / arm / "timing.json").read_text())["images"].values())
-    results = (work / arm).glob("*/results.jsonl") if arm == "fast_2p" else [work / arm / "results.jsonl"]
-    rows = [json.loads(line) for path in results for line in path.read_text().splitlines()]
+    rows = [json.loads(line) for run in run_dirs(arm, work) for line in (run / "results.jsonl").read_text().splitlines()]
     return sum(row["seconds"] for row in rows if row["stage"] in ("inversion", "tuning"))
 
 
@@ -156,9 +168,9 @@ def main() -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     write_generator(work / "generator.pkl", args.stylegan2_ada)  # what the official code reads
-    write_images(work / "targets", args.images, None)
-    targets = sorted((work / "targets").glob("*.png"))
-    names = [target.stem for target in targets]
+    shutil.rmtree(work / "targets", ignore_errors=True)  # the official code reads every image in the folder
+    names = write_images(work / "targets", args.images, None)
+    targets = [work / "targets" / f"{name}.png" for name in names]
 
     seconds = {}
     for arm in arms:
